@@ -1,0 +1,83 @@
+# modpo build.  `make` builds the CPU binary, `make CUDA=1` adds the CUDA
+# backend (sm_90), `make test` builds and runs every Check suite in tests/.
+
+CC       ?= mpicc
+ifeq ($(origin CC),default)
+CC       := mpicc
+endif
+NVCC     ?= /usr/local/cuda/bin/nvcc
+CUDA_HOME?= /usr/local/cuda
+ifeq ($(CUDA),1)
+BUILD    ?= build-cuda
+else
+BUILD    ?= build
+endif
+BIN      ?= modpo
+
+PKGS     := libconfig jansson zlib openblas hdf5-openmpi
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -Isrc -I$(BUILD) \
+            $(shell pkg-config --cflags $(PKGS))
+LDLIBS   += $(shell pkg-config --libs $(PKGS)) -lm
+LDFLAGS  += -fopenmp
+CHECK_LIBS := $(shell pkg-config --libs check)
+
+SRCS     := $(wildcard src/*.c src/dist/*.c)
+OBJS     := $(patsubst %.c,$(BUILD)/%.o,$(SRCS)) $(BUILD)/embedded_config.o
+LIB_OBJS := $(filter-out $(BUILD)/src/main.o,$(OBJS))
+
+ifeq ($(CUDA),1)
+CU_SRCS  := $(wildcard src/cuda/*.cu)
+CU_OBJS  := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRCS))
+LIB_OBJS += $(CU_OBJS)
+CFLAGS   += -DMODPO_CUDA -I$(CUDA_HOME)/include
+NVFLAGS  ?= -O2 -g -lineinfo
+NVFLAGS  += -std=c++17 -gencode arch=compute_90,code=sm_90 -Isrc \
+            -Xcompiler -Wall,-Wextra $(shell pkg-config --cflags-only-I $(PKGS))
+LDLIBS   += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lnccl -lcudart -lstdc++
+endif
+
+TEST_SRCS := $(wildcard tests/check_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+
+.PHONY: all test clean deps
+all: $(BIN)
+
+$(BIN): $(BUILD)/libmodpo.a $(BUILD)/src/main.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/src/main.o $(BUILD)/libmodpo.a $(LDLIBS)
+
+$(BUILD)/libmodpo.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+# conf/tiny.cfg is compiled into the binary: it is the default configuration.
+$(BUILD)/embedded_config.c: conf/tiny.cfg tools/embed.sh
+	@mkdir -p $(BUILD)
+	sh tools/embed.sh embedded_tiny_cfg $< > $@
+
+$(BUILD)/embedded_config.o: $(BUILD)/embedded_config.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libmodpo.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmodpo.a $(CHECK_LIBS) $(LDLIBS)
+
+test: $(BIN) $(TEST_BINS)
+	@sh tools/run_tests.sh $(TEST_BINS)
+
+deps:
+	sh tools/install_deps.sh
+
+clean:
+	rm -rf build build-cuda modpo
+
+-include $(OBJS:.o=.d)

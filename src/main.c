@@ -1,0 +1,39 @@
+/* modpo: the HelpSteer MODPO pipeline.  `main` only finds the command. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "config.h"
+
+#define MODPO_VERSION "0.1.0"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: modpo <command> [CONFIG] [--set key=value ...] [options]\n"
+                 "       modpo <command> --help\n"
+                 "       modpo --help-config   (every configuration key with its default)\n\n"
+                 "commands:\n");
+    for (const Command *c = modpo_commands; c->name; c++)
+        fprintf(out, "  %-12s %s\n", c->name, c->summary);
+    fprintf(out, "\nWithout CONFIG a command uses the embedded conf/tiny.cfg.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 2; }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) { printf("modpo %s\n", MODPO_VERSION); return 0; }
+    if (strcmp(argv[1], "--help-config") == 0) {
+        printf("configuration keys (libconfig groups; override with --set key=value):\n");
+        conf_describe_keys(stdout);
+        return 0;
+    }
+    for (const Command *c = modpo_commands; c->name; c++)
+        if (strcmp(argv[1], c->name) == 0) return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "modpo: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
