@@ -15,6 +15,14 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_init_model(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
+int cmd_validate_eval(int argc, char **argv);
+int cmd_sft(int argc, char **argv);
+int cmd_dpo(int argc, char **argv);
+int cmd_check_margin(int argc, char **argv);
+int cmd_modpo(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_pipeline(int argc, char **argv);
 
 extern const Command modpo_commands[];
 

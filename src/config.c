@@ -531,3 +531,37 @@ void conf_describe_keys(FILE *out)
         fputs(")\n", out);
     }
 }
+
+static int matches_prefix(const char *path, const char *const *prefixes)
+{
+    for (; *prefixes; prefixes++) {
+        size_t n = strlen(*prefixes);
+        if (strncmp(path, *prefixes, n) == 0 && (path[n] == '\0' || path[n] == '.')) return 1;
+    }
+    return 0;
+}
+
+static void value_string(const Config *c, const KeySpec *k, char *out, size_t size)
+{
+    FILE *f = fmemopen(out, size, "w");
+    if (!f) { snprintf(out, size, "?"); return; }
+    write_value(f, c, k);
+    fclose(f);
+}
+
+int conf_diff(const Config *saved, const Config *now, const char *const *prefixes, char *out,
+              size_t size)
+{
+    int n = 0;
+    if (out && size) out[0] = '\0';
+    for (size_t i = 0; i < config_schema_len; i++) {
+        const KeySpec *k = &config_schema[i];
+        if (!matches_prefix(k->path, prefixes)) continue;
+        char a[1024], b[1024];
+        value_string(saved, k, a, sizeof a);
+        value_string(now, k, b, sizeof b);
+        if (strcmp(a, b) != 0)
+            n += add_problem(out, size, "  %s: was %s, now %s", k->path, a, b);
+    }
+    return n;
+}

@@ -113,6 +113,12 @@ int conf_validate(const Config *cfg, char *problems, size_t problems_size);
 /* Writes the resolved configuration as a libconfig file that config_load reads back. */
 void conf_write(const Config *cfg, FILE *out);
 
+/* Lists every key under one of `prefixes` (NULL-terminated; "sft" matches
+ * every sft.* key, "modpo.w" that key alone) whose value differs, one line
+ * "  key: was X, now Y" each, into out.  Returns the number of differences. */
+int conf_diff(const Config *saved, const Config *now, const char *const *prefixes, char *out,
+              size_t size);
+
 /* Writes `key: description (default)` for every key, for --help. */
 void conf_describe_keys(FILE *out);
 

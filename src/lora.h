@@ -38,7 +38,6 @@ typedef struct {
     float *grads;     /* [n_params] accumulated gradients */
 } LoraAdapter;
 
-#endif
 
 /* Allocates an adapter for the model shape with every parameter zero. */
 int lora_adapter_init(LoraAdapter *a, const LlamaConfig *cfg, LoraSpec spec, Error *err);
@@ -57,3 +56,5 @@ int lora_target_from_name(const char *name);
 const char *lora_target_name(LoraTarget t);
 /* "self_attn" or "mlp": the module that holds the projection in HF names. */
 const char *lora_target_module(LoraTarget t);
+
+#endif

@@ -36,6 +36,20 @@ int tokenizer_decode(const Tokenizer *tok, const int32_t *ids, size_t n_ids,
 /* The text of one piece (U+2581 kept), for debugging and init-model. */
 const char *tokenizer_piece(const Tokenizer *tok, int id);
 
+/* Additions. */
+
+/* Id of the unknown piece (<unk>, 0 for Llama), or -1 if there is none. */
+int tokenizer_unk_id(const Tokenizer *tok);
+/* Id of the piece with exactly this text (U+2581 for spaces), or -1. */
+int tokenizer_piece_id(const Tokenizer *tok, const char *piece);
+
+/* Notes on tokenizer_encode: invalid UTF-8 bytes are encoded as U+FFFD, as
+ * sentencepiece does; text such as "<s>" is encoded as ordinary characters,
+ * never as a control id.  With tokenizer.model, merges follow sentencepiece
+ * (piece scores, ties leftmost); with tokenizer.json they follow Hugging
+ * Face tokenizers (merge ranks).  For Llama 2 both give the same ids.
+ * tokenizer_bos_id/eos_id return -1 when the vocabulary has no <s>/</s>. */
+
 /* Writes the tokenizer as a Hugging Face tokenizer.json (plus the
  * tokenizer_config.json and special_tokens_map.json that transformers reads)
  * into DIR, so that a model directory made by init-model is complete. */

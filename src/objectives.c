@@ -1,0 +1,210 @@
+#include "objectives.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+
+/* ---- SFT --------------------------------------------------------------- */
+
+static long batch_tokens(const Batch *b)
+{
+    long n = 0;
+    for (int i = 0; i < b->n_seq; i++) n += b->lengths[i];
+    return n;
+}
+
+static int sft_micro(void *ctx, const size_t *idx, int n, double grad_scale, ObjectiveStats *out,
+                     Error *err)
+{
+    SftObjective *o = ctx;
+    Batch batch;
+    if (batch_from_sft(o->train, idx, n, &batch, err)) return -1;
+    float *logps = malloc((size_t)n * sizeof *logps);
+    float *dlogps = malloc((size_t)n * sizeof *dlogps);
+    int *n_tokens = malloc((size_t)n * sizeof *n_tokens);
+    int rc = -1;
+    if (!logps || !dlogps || !n_tokens) { error_set(err, "out of memory"); goto done; }
+    for (int i = 0; i < n; i++) n_tokens[i] = batch_n_labels(&batch, i);
+    if (backend_logps(o->backend, o->policy, &batch, logps, 1, err) ||
+        backend_sync(o->backend, err) ||
+        sft_loss(logps, n_tokens, (size_t)n, grad_scale, &out->loss, dlogps, err) ||
+        backend_backward(o->backend, o->policy, &batch, dlogps, err))
+        goto done;
+    out->tokens = batch_tokens(&batch);
+    rc = 0;
+done:
+    free(logps);
+    free(dlogps);
+    free(n_tokens);
+    batch_free(&batch);
+    return rc;
+}
+
+static int sft_evaluate(void *ctx, ObjectiveStats *out, Error *err)
+{
+    SftObjective *o = ctx;
+    size_t total = o->eval->n < (size_t)o->eval_size ? o->eval->n : (size_t)o->eval_size;
+    double nll = 0, tokens = 0;
+    float logps[256];
+    size_t idx[256];
+    int bs = o->batch_size > 256 ? 256 : o->batch_size;
+    for (size_t start = 0; start < total; start += (size_t)bs) {
+        int n = (int)(total - start < (size_t)bs ? total - start : (size_t)bs);
+        for (int i = 0; i < n; i++) idx[i] = start + (size_t)i;
+        Batch batch;
+        if (batch_from_sft(o->eval, idx, n, &batch, err)) return -1;
+        int rc = backend_logps(o->backend, o->policy, &batch, logps, 0, err) ||
+                 backend_sync(o->backend, err);
+        for (int i = 0; !rc && i < n; i++) {
+            nll -= logps[i];
+            tokens += batch_n_labels(&batch, i);
+        }
+        batch_free(&batch);
+        if (rc) return -1;
+    }
+    out->loss = tokens > 0 ? nll / tokens : 0;
+    return 0;
+}
+
+Objective sft_objective(SftObjective *o)
+{
+    return (Objective){o, o->train->n, sft_micro, sft_evaluate};
+}
+
+/* ---- DPO and MODPO ------------------------------------------------------ */
+
+typedef struct {
+    float *logps, *ref_c, *ref_r, *mar_c, *mar_r, *d;
+} PrefScratch;
+
+static void scratch_free(PrefScratch *s)
+{
+    free(s->logps); free(s->ref_c); free(s->ref_r); free(s->mar_c); free(s->mar_r); free(s->d);
+}
+
+static int scratch_alloc(PrefScratch *s, int n, Error *err)
+{
+    size_t k = (size_t)n;
+    s->logps = malloc(2 * k * sizeof(float));
+    s->ref_c = malloc(k * sizeof(float));
+    s->ref_r = malloc(k * sizeof(float));
+    s->mar_c = malloc(k * sizeof(float));
+    s->mar_r = malloc(k * sizeof(float));
+    s->d = malloc(2 * k * sizeof(float));
+    if (!s->logps || !s->ref_c || !s->ref_r || !s->mar_c || !s->mar_r || !s->d) {
+        scratch_free(s);
+        return error_set(err, "out of memory");
+    }
+    return 0;
+}
+
+static void gather_constants(const PairConstants *c, const size_t *idx, int n, PrefScratch *s)
+{
+    for (int i = 0; i < n; i++) {
+        s->ref_c[i] = c->ref_chosen[idx[i]];
+        s->ref_r[i] = c->ref_rejected[idx[i]];
+        s->mar_c[i] = c->margin_chosen ? c->margin_chosen[idx[i]] : 0;
+        s->mar_r[i] = c->margin_rejected ? c->margin_rejected[idx[i]] : 0;
+    }
+}
+
+/* The loss of one batch of pairs whose policy logps are in s->logps. */
+static int pref_loss(const PrefObjective *o, int n, double grad_scale, PrefScratch *s,
+                     PrefMetrics *m, Error *err)
+{
+    PrefBatch pb = {(size_t)n, s->logps, s->logps + n, s->ref_c, s->ref_r};
+    PrefGrads g = {s->d, s->d + n};
+    if (o->is_modpo)
+        return modpo_loss(&pb, s->mar_c, s->mar_r, o->beta, o->w, o->loss, grad_scale, m, &g, err);
+    return dpo_loss(&pb, o->beta, o->loss, grad_scale, m, &g, err);
+}
+
+static void report(const PrefObjective *o, const PrefMetrics *m, ObjectiveStats *out)
+{
+    Metric list[PREF_METRICS_MAX];
+    size_t k = pref_metrics_list(m, o->is_modpo, list);
+    out->loss = m->loss;
+    out->n_metrics = k;
+    memcpy(out->metrics, list, k * sizeof *list);
+}
+
+static int pref_pass(const PrefObjective *o, const PairSequences *ps, const PairConstants *c,
+                     const size_t *idx, int n, int keep, Batch *batch, PrefScratch *s, Error *err)
+{
+    if (batch_from_pairs(ps, idx, n, batch, err)) return -1;
+    gather_constants(c, idx, n, s);
+    if (backend_logps(o->backend, o->policy, batch, s->logps, keep, err) ||
+        backend_sync(o->backend, err)) {
+        batch_free(batch);
+        return -1;
+    }
+    return 0;
+}
+
+static int pref_micro(void *ctx, const size_t *idx, int n, double grad_scale, ObjectiveStats *out,
+                      Error *err)
+{
+    PrefObjective *o = ctx;
+    PrefScratch s;
+    if (scratch_alloc(&s, n, err)) return -1;
+    Batch batch;
+    PrefMetrics m;
+    int rc = pref_pass(o, o->train, &o->train_c, idx, n, 1, &batch, &s, err);
+    if (rc == 0) {
+        rc = pref_loss(o, n, grad_scale, &s, &m, err) ||
+             backend_backward(o->backend, o->policy, &batch, s.d, err);
+        out->tokens = batch_tokens(&batch);
+        batch_free(&batch);
+        if (rc == 0) report(o, &m, out);
+    }
+    scratch_free(&s);
+    return rc ? -1 : 0;
+}
+
+/* Weighted running mean of the metrics over evaluation batches. */
+static void add_weighted(ObjectiveStats *sum, const ObjectiveStats *part, double w)
+{
+    sum->loss += w * part->loss;
+    sum->n_metrics = part->n_metrics;
+    for (size_t i = 0; i < part->n_metrics; i++) {
+        sum->metrics[i].name = part->metrics[i].name;
+        sum->metrics[i].value += w * part->metrics[i].value;
+    }
+}
+
+static int pref_evaluate(void *ctx, ObjectiveStats *out, Error *err)
+{
+    PrefObjective *o = ctx;
+    size_t total = o->eval->n < (size_t)o->eval_size ? o->eval->n : (size_t)o->eval_size;
+    memset(out, 0, sizeof *out);
+    if (total == 0) return error_set(err, "no validation pairs to evaluate on");
+    PrefScratch s;
+    if (scratch_alloc(&s, o->batch_size, err)) return -1;
+    size_t *idx = malloc((size_t)o->batch_size * sizeof *idx);
+    int rc = idx ? 0 : error_set(err, "out of memory");
+    for (size_t start = 0; rc == 0 && start < total; start += (size_t)o->batch_size) {
+        int n = (int)(total - start < (size_t)o->batch_size ? total - start : (size_t)o->batch_size);
+        for (int i = 0; i < n; i++) idx[i] = start + (size_t)i;
+        Batch batch;
+        PrefMetrics m;
+        ObjectiveStats part;
+        memset(&part, 0, sizeof part);
+        rc = pref_pass(o, o->eval, &o->eval_c, idx, n, 0, &batch, &s, err);
+        if (rc) break;
+        batch_free(&batch);
+        rc = pref_loss(o, n, 1.0, &s, &m, err);
+        if (rc == 0) {
+            report(o, &m, &part);
+            add_weighted(out, &part, (double)n / (double)total);
+        }
+    }
+    free(idx);
+    scratch_free(&s);
+    return rc ? -1 : 0;
+}
+
+Objective pref_objective(PrefObjective *o)
+{
+    return (Objective){o, o->train->n, pref_micro, pref_evaluate};
+}

@@ -1,0 +1,29 @@
+/* The frozen passes, done once: the logps of every pair's chosen and rejected
+ * sequence under a frozen model (the reference: no adapter; or the margin
+ * adapter).  DPO's reference logps and MODPO's reference and margin logps
+ * depend on nothing MODPO trains, so they are computed once, cached in an
+ * HDF5 file of the run (precompute/NAME.h5) and shared by every w value and
+ * by resumed runs.  The cache records a fingerprint of the sequences and of
+ * the model it was computed with and is recomputed when either changes. */
+#ifndef MODPO_PRECOMPUTE_H
+#define MODPO_PRECOMPUTE_H
+
+#include <stdbool.h>
+
+#include "backend.h"
+#include "sequences.h"
+
+/* Logps of every pair of ps under adapter a (NULL: base), batch_size pairs at once. */
+int pair_logps_all(Backend *b, BackendAdapter *a, const PairSequences *ps, int batch_size,
+                   float *chosen, float *rejected, Error *err);
+
+/* A fingerprint of the token sequences (CRC32 over lengths, prefixes and tokens). */
+unsigned long pair_sequences_fingerprint(const PairSequences *ps);
+
+/* Loads PATH when its fingerprint and model_key match, otherwise computes the
+ * logps and writes PATH atomically.  *cached tells which happened. */
+int pair_logps_cached(const char *path, const char *model_key, Backend *b, BackendAdapter *a,
+                      const PairSequences *ps, int batch_size, float *chosen, float *rejected,
+                      bool *cached, Error *err);
+
+#endif
