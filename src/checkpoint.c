@@ -539,11 +539,16 @@ static int write_array(hid_t fid, const Array *a, const CreateProps *cp, Error *
     return rc;
 }
 
-static hid_t string_type(void)
+/* Fixed-length, so the bytes live in the attribute message inside the
+ * root's object header, which HDF5 checksums.  Variable-length strings live
+ * in the global heap, which has no checksum: a damaged one crashes or hangs
+ * the HDF5 library instead of failing cleanly. */
+static hid_t string_type(const char *s)
 {
     hid_t t = H5Tcopy(H5T_C_S1);
     if (t < 0) return -1;
-    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+    if (H5Tset_size(t, strlen(s) + 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLTERM) < 0 ||
+        H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
         H5Tclose(t);
         return -1;
     }
@@ -573,9 +578,9 @@ static int write_attr(hid_t fid, const Attr *a, Error *err)
         return write_scalar_attr(fid, a->name, H5T_STD_I64LE, H5T_NATIVE_INT64, &a->i, err);
     if (a->kind == ATTR_F64)
         return write_scalar_attr(fid, a->name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &a->f, err);
-    hid_t st = string_type();
+    hid_t st = string_type(a->s);
     if (st < 0) return h5_error(err, "making a string type");
-    int rc = write_scalar_attr(fid, a->name, st, st, &a->s, err);
+    int rc = write_scalar_attr(fid, a->name, st, st, a->s, err);
     H5Tclose(st);
     return rc;
 }
@@ -795,6 +800,7 @@ static int read_group(hid_t gid, const char *prefix, Content *c, Error *err)
 
 static int read_string_attr(hid_t attr, hid_t ft, char **out)
 {
+    /* Variable-length strings are what h5py writes for a Python str. */
     if (H5Tis_variable_str(ft) > 0) {
         hid_t mt = H5Tcopy(H5T_C_S1);
         char *s = NULL;
@@ -807,8 +813,8 @@ static int read_string_attr(hid_t attr, hid_t ft, char **out)
         h5_close_id(mt);
         return rc == 0 && *out ? 0 : -1;
     }
-    /* Fixed-length strings are not written by us but are what some tools
-     * produce when they rewrite an attribute. */
+    /* Ours (see string_type); the buffer is one longer than the string type
+     * so that a NULLPAD or SPACEPAD string is terminated too. */
     size_t size = H5Tget_size(ft);
     *out = calloc(size + 1, 1);
     if (!*out || H5Aread(attr, ft, *out) < 0) {
@@ -856,9 +862,13 @@ static int read_attr_value(hid_t attr, const char *name, AttrScan *s)
     }
     Attr a = {0};
     int rc = read_user_attr(attr, ft, &a);
+    if (rc < 0) read_fail(s->err, "attribute", name, "is unreadable"); /* before H5Tclose clears it */
+    if (rc > 0) error_set(s->err, "attribute '%s' has an unsupported type (i64 f64 str only)", name);
     H5Tclose(ft);
-    if (rc > 0) return error_set(s->err, "attribute '%s' has an unsupported type (i64 f64 str only)", name);
-    if (rc < 0) return read_fail(s->err, "attribute", name, "is unreadable");
+    if (rc) {
+        free(a.s);
+        return -1;
+    }
     a.name = strdup(name);
     if (!a.name) {
         free(a.s);
@@ -898,12 +908,15 @@ static int read_file(const char *path, Content *c, bool *have_checksum, uint32_t
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        h5_error(err, "setting up HDF5 properties");
         h5_close_id(fapl);
-        return h5_error(err, "setting up HDF5 properties");
+        return -1;
     }
     hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    /* Any HDF5 call resets the error stack, so the detail is taken first. */
+    if (fid < 0) h5_error(err, "not a readable HDF5 file; truncated or damaged");
     H5Pclose(fapl);
-    if (fid < 0) return h5_error(err, "not a readable HDF5 file; truncated or damaged");
+    if (fid < 0) return -1;
     hid_t root = H5Gopen2(fid, "/", H5P_DEFAULT);
     int rc = root < 0 ? h5_error(err, "root group is unreadable") : read_group(root, "", c, err);
     if (rc == 0) rc = read_attrs(root, c, have_checksum, checksum, err);

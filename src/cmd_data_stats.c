@@ -99,8 +99,8 @@ static size_t pairs_too_long(const PairSet *set, const RowLengths *len, int max_
 
 static int print_pairs(const HelpSteerData *d, const RowLengths *len, int max_length, Error *err)
 {
-    if (len) printf("  %-28s %7s %7s %9s\n", "pairs", "kept", "ties", "too long");
-    else printf("  %-28s %7s %7s\n", "pairs", "kept", "ties");
+    if (len) printf("  %-28s %7s %7s %9s\n", "pairs by dimension", "pairs", "ties", "too long");
+    else printf("  %-28s %7s %7s\n", "pairs by dimension", "pairs", "ties");
     for (int dim = 0; dim < DIM_N; dim++) {
         PairSet set;
         if (pairs_build(d, (Dimension)dim, &set, err)) return -1;

@@ -72,6 +72,7 @@ void conf_defaults(Config *c)
     c->max_new_tokens = 2560;
     c->gen_batch_size = 8;
     c->temperature = 1.0;
+    c->top_k = 50;
     c->top_p = 1.0;
     c->repetition_penalty = 1.0;
     strcpy(c->source, "defaults");

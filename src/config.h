@@ -84,6 +84,7 @@ typedef struct {
     int gen_batch_size;
     bool do_sample;
     double temperature;
+    int top_k;
     double top_p;
     double repetition_penalty;
     int no_repeat_ngram_size;

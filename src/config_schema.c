@@ -50,7 +50,8 @@ const KeySpec config_schema[] = {
     BOOL_KEY("data.skip_bad_rows", skip_bad_rows, "skip and count malformed rows instead of failing"),
     STR_KEY("data.prompt_template", prompt_template, 0, "prompt template containing {raw_prompt}"),
     INT_KEY("data.max_length", max_length, 1, 1, "training sequences longer than this are dropped"),
-    CHOICE_KEY("data.sft_dimension", sft_dimension, DIMENSIONS, "pairs whose chosen side SFT trains on"),
+    CHOICE_KEY("data.sft_dimension", sft_dimension, DIMENSIONS "|all",
+               "pairs whose chosen side SFT trains on (all: every row)"),
     CHOICE_KEY("data.margin_dimension", margin_dimension, DIMENSIONS, "dimension of the margin adapter"),
     CHOICE_KEY("data.modpo_dimension", modpo_dimension, DIMENSIONS, "dimension MODPO optimizes"),
 
@@ -84,6 +85,7 @@ const KeySpec config_schema[] = {
     INT_KEY("generate.batch_size", gen_batch_size, 1, 0, "prompts decoded together"),
     BOOL_KEY("generate.do_sample", do_sample, "sample instead of greedy decoding"),
     FLOAT_KEY("generate.temperature", temperature, 0, BIG, 1, 0, 0, "sampling temperature"),
+    INT_KEY("generate.top_k", top_k, 0, 0, "sampling keeps the k most likely tokens (0: off; HF's default 50)"),
     FLOAT_KEY("generate.top_p", top_p, 0, 1, 1, 0, 0, "nucleus sampling mass"),
     FLOAT_KEY("generate.repetition_penalty", repetition_penalty, 0, BIG, 1, 0, 0,
               "Hugging Face repetition penalty (1: off)"),

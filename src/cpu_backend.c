@@ -112,9 +112,11 @@ static int cpu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *o
     if (cpu_rows_from_batch(&b->config, batch, &f->rows, &f->labels, arena, err) ||
         cpu_model_forward(st->model, a, f, NULL, arena, err))
         return error_prefix(err, "cpu logps: ");
+    if (keep) f->labels.dhn = cpu_arena_floats(arena, (size_t)f->labels.n * b->config.hidden_size);
     float *logp = cpu_arena_floats(&st->scratch, (size_t)f->labels.n);
     float *head = cpu_arena_floats(&st->scratch, cpu_logprobs_scratch(&b->config, st->chunk));
-    if (!logp || !head) return error_set(err, "cpu logps: out of memory for the LM head");
+    if (!logp || !head || (keep && !f->labels.dhn))
+        return error_set(err, "cpu logps: out of memory for the LM head");
     cpu_logprobs_forward(st->model, st->chunk, f->x_final, &f->labels, logp, head);
     sum_per_sequence(&f->labels, logp, batch->n_seq, out_logps);
     if (keep) {

@@ -87,11 +87,14 @@ static void attention_backward(const LlamaModel *m, const BackendAdapter *ad, in
     cpu_attention_backward(&sh, rows->n_seq, s->seqs, s->attn);
     cpu_rope_apply(&f->rope, n, rows->pos, c->num_attention_heads, s->dq, -1);
     cpu_rope_apply(&f->rope, n, rows->pos, c->num_key_value_heads, s->dk, -1);
-    cpu_linear_backward(&lq, n, a->h1, a->lora_u[LORA_Q_PROJ], s->dq, s->dh, 0.0f, s->du);
-    cpu_linear_backward(&lk, n, a->h1, a->lora_u[LORA_K_PROJ], s->dk, s->dh, 1.0f, s->du);
-    cpu_linear_backward(&lv, n, a->h1, a->lora_u[LORA_V_PROJ], s->dv, s->dh, 1.0f, s->du);
-    cpu_rmsnorm_backward(n, c->hidden_size, a->x_in, m->weights.layers[l].input_layernorm,
-                         a->rstd1, s->dh, dx);
+    /* Below layer 0 there are only the frozen embeddings: no dx to form. */
+    float *dh = l > 0 ? s->dh : NULL;
+    cpu_linear_backward(&lq, n, a->h1, a->lora_u[LORA_Q_PROJ], s->dq, dh, 0.0f, s->du);
+    cpu_linear_backward(&lk, n, a->h1, a->lora_u[LORA_K_PROJ], s->dk, dh, 1.0f, s->du);
+    cpu_linear_backward(&lv, n, a->h1, a->lora_u[LORA_V_PROJ], s->dv, dh, 1.0f, s->du);
+    if (dh)
+        cpu_rmsnorm_backward(n, c->hidden_size, a->x_in, m->weights.layers[l].input_layernorm,
+                             a->rstd1, dh, dx);
 }
 
 int cpu_model_backward(const LlamaModel *m, int chunk, const BackendAdapter *ad,

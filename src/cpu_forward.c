@@ -45,6 +45,7 @@ int cpu_rows_from_batch(const LlamaConfig *c, const Batch *b, CpuRows *rows, Cpu
         labels->target = cpu_arena_alloc(arena, (size_t)n_labels * sizeof(int32_t));
         labels->seq = cpu_arena_alloc(arena, (size_t)n_labels * sizeof(int32_t));
         labels->lse = cpu_arena_floats(arena, (size_t)n_labels);
+        labels->dhn = NULL;
     }
     if (arena->failed) return error_set(err, "out of memory packing a batch of %d rows", n_rows);
     int r = 0, k = 0;

@@ -51,8 +51,9 @@ CpuLinear cpu_linear_of(const LlamaModel *m, const BackendAdapter *ad, int l, Lo
 /* y[n, out] = x W^T + scale * (x A^T) B^T.  When adapted, u[n, r] receives
  * x A^T (backward needs it). */
 void cpu_linear_forward(const CpuLinear *lin, int n, const float *x, float *y, float *u);
-/* From dy[n, out]: dx = beta*dx + dy W + scale * (dy B) A, and dA, dB are
- * accumulated.  du[n, r] is scratch. */
+/* From dy[n, out]: dx = beta*dx + dy W + scale * (dy B) A (skipped when dx is
+ * NULL: nothing below needs it), and dA, dB are accumulated.  du[n, r] is
+ * scratch. */
 void cpu_linear_backward(const CpuLinear *lin, int n, const float *x, const float *u,
                          const float *dy, float *dx, float beta, float *du);
 
@@ -123,13 +124,15 @@ typedef struct {
     int32_t *row;        /* [n] packed row whose logits score the label */
     int32_t *target;     /* [n] the label token */
     int32_t *seq;        /* [n] its sequence */
-    float *lse;          /* [n] log-sum-exp of the row's logits (kept for backward) */
+    float *lse;          /* [n] log-sum-exp of the row's logits */
+    float *dhn;          /* [n, D] d logp / d(normed row), for backward; NULL: not needed */
 } CpuLabels;
 
-/* logp[i] = logits(row[i])[target[i]] - lse[i]; fills labels->lse. */
+/* logp[i] = logits(row[i])[target[i]] - lse[i]; fills labels->lse and, when
+ * labels->dhn is set, labels->dhn. */
 void cpu_logprobs_forward(const LlamaModel *m, int chunk, const float *x, CpuLabels *labels,
                           float *logp, float *scratch);
-/* dx[row[i]] += d/dx of dlogp[i] * logp[i]; dx rows are [D]. */
+/* dx[row[i]] += d/dx of dlogp[i] * logp[i] (needs the forward's dhn). */
 void cpu_logprobs_backward(const LlamaModel *m, int chunk, const float *x,
                            const CpuLabels *labels, const float *dlogp, float *dx,
                            float *scratch);

@@ -59,8 +59,9 @@ void cpu_linear_forward(const CpuLinear *lin, int n, const float *x, float *y, f
 void cpu_linear_backward(const CpuLinear *lin, int n, const float *x, const float *u,
                          const float *dy, float *dx, float beta, float *du)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, lin->in, lin->out, 1.0f, dy,
-                lin->out, lin->w, lin->in, beta, dx, lin->in);
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, lin->in, lin->out, 1.0f, dy,
+                    lin->out, lin->w, lin->in, beta, dx, lin->in);
     if (!lin->a) return;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, lin->out, lin->r, n, lin->scale, dy,
                 lin->out, u, lin->r, 1.0f, lin->db, lin->r);
@@ -68,6 +69,7 @@ void cpu_linear_backward(const CpuLinear *lin, int n, const float *x, const floa
                 lin->out, lin->b, lin->r, 0.0f, du, lin->r);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, lin->r, lin->in, n, 1.0f, du, lin->r,
                 x, lin->in, 1.0f, lin->da, lin->in);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, lin->in, lin->r, 1.0f, du, lin->r,
-                lin->a, lin->in, 1.0f, dx, lin->in);
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, lin->in, lin->r, 1.0f, du,
+                    lin->r, lin->a, lin->in, 1.0f, dx, lin->in);
 }

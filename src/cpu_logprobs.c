@@ -2,8 +2,11 @@
  * gather of the label's log-prob, a chunk of rows at a time so that no more
  * than [chunk, V] logits are ever alive, and only for rows that carry a label.
  *     logp = logits[target] - lse,  lse = log sum_j exp(logits[j])
- *     d logits[j] = dlogp * ([j == target] - exp(logits[j] - lse))
- * The backward recomputes each chunk's logits from the saved lse. */
+ * With hn the normed row and W the head, d logp / d hn = W[target] - p^T W
+ * (p = softmax(logits)): a [D] vector per row that does not depend on the
+ * loss.  The forward computes it while the chunk's logits are alive (one
+ * extra GEMM), so the backward is dlogp * that vector through the final norm,
+ * and never touches the LM head again. */
 #include "cpu_kernels.h"
 
 #include <cblas.h>
@@ -48,10 +51,30 @@ static void head_matmul(const LlamaModel *m, int n, const float *hn, float *logi
                 m->weights.lm_head, d, 0.0f, logits, v);
 }
 
+/* dhn[i] = W[target_i] - p_i^T W for the chunk's rows; p overwrites logits. */
+static void logp_direction(const LlamaModel *m, int nc, const int32_t *target, const float *lse,
+                           float *logits, float *dhn)
+{
+    int d = m->config.hidden_size, v = m->config.vocab_size;
+    const float *w = m->weights.lm_head;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < nc; i++) {
+        float *lg = logits + (size_t)i * v;
+        for (int j = 0; j < v; j++) lg[j] = expf(lg[j] - lse[i]);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nc, d, v, -1.0f, logits, v, w, d,
+                0.0f, dhn, d);
+    for (int i = 0; i < nc; i++) {
+        const float *wt = w + (size_t)target[i] * d;
+        float *g = dhn + (size_t)i * d;
+        for (int j = 0; j < d; j++) g[j] += wt[j];
+    }
+}
+
 void cpu_logprobs_forward(const LlamaModel *m, int chunk, const float *x, CpuLabels *labels,
                           float *logp, float *scratch)
 {
-    int v = m->config.vocab_size;
+    int v = m->config.vocab_size, d = m->config.hidden_size;
     HeadScratch h = split_scratch(&m->config, chunk, scratch);
     for (int c0 = 0; c0 < labels->n; c0 += chunk) {
         int nc = labels->n - c0 < chunk ? labels->n - c0 : chunk;
@@ -69,6 +92,9 @@ void cpu_logprobs_forward(const LlamaModel *m, int chunk, const float *x, CpuLab
             logp[c0 + i] = (lg[labels->target[c0 + i]] - mx) - log_sum;
             labels->lse[c0 + i] = mx + log_sum;
         }
+        if (labels->dhn)
+            logp_direction(m, nc, labels->target + c0, labels->lse + c0, h.logits,
+                           labels->dhn + (size_t)c0 * d);
     }
 }
 
@@ -76,22 +102,15 @@ void cpu_logprobs_backward(const LlamaModel *m, int chunk, const float *x,
                            const CpuLabels *labels, const float *dlogp, float *dx,
                            float *scratch)
 {
-    int d = m->config.hidden_size, v = m->config.vocab_size;
+    int d = m->config.hidden_size;
     HeadScratch h = split_scratch(&m->config, chunk, scratch);
     for (int c0 = 0; c0 < labels->n; c0 += chunk) {
         int nc = labels->n - c0 < chunk ? labels->n - c0 : chunk;
         gather_norm(m, x, labels->row + c0, nc, &h);
-        head_matmul(m, nc, h.hn, h.logits);
-#pragma omp parallel for schedule(static)
         for (int i = 0; i < nc; i++) {
-            float *lg = h.logits + (size_t)i * v;
-            float g = dlogp[c0 + i], lse = labels->lse[c0 + i];
-            for (int j = 0; j < v; j++) lg[j] = -g * expf(lg[j] - lse);
-            lg[labels->target[c0 + i]] += g;
+            const float *g = labels->dhn + (size_t)(c0 + i) * d;
+            for (int j = 0; j < d; j++) h.dh[(size_t)i * d + j] = dlogp[c0 + i] * g[j];
         }
-        /* logits now hold d logits; back through the head and the norm */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nc, d, v, 1.0f, h.logits, v,
-                    m->weights.lm_head, d, 0.0f, h.dh, d);
         memset(h.hn, 0, (size_t)nc * d * sizeof(float));
         cpu_rmsnorm_backward(nc, d, h.xg, m->weights.norm, h.rstd, h.dh, h.hn);
         for (int i = 0; i < nc; i++) {

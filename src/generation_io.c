@@ -2,14 +2,14 @@
 
 #include <ctype.h>
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "fs_util.h"
 
 #define MAX_WORLD 99999
 
@@ -124,34 +124,23 @@ static int write_records(FILE *f, const GenRecord *records, size_t n, Error *err
     return 0;
 }
 
-/* fsync of the directory makes the rename itself durable. */
-static int sync_dir(const char *dir, Error *err)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return error_set_errno(err, "opening %s to sync it", dir);
-    int rc = fsync(fd);
-    close(fd);
-    return rc == 0 ? 0 : error_set_errno(err, "syncing %s", dir);
-}
-
 int gen_write_shard(const char *dir, int rank, int world, const GenRecord *records, size_t n,
                     Error *err)
 {
-    char path[PATH_MAX], tmp[PATH_MAX + 32];
-    if (gen_shard_path(path, sizeof path, dir, rank, world, err)) return -1;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    char path[PATH_MAX], tmp[PATH_MAX];
+    if (gen_shard_path(path, sizeof path, dir, rank, world, err) ||
+        fs_tmp_name(tmp, sizeof tmp, path, err))
+        return -1;
+    /* Streamed to the temporary name (a shard can be megabytes), then
+     * published by fs_publish: fsync, rename, fsync of the directory. */
     FILE *f = fopen(tmp, "wb");
     if (!f) return error_set_errno(err, "creating %s", tmp);
     int rc = write_records(f, records, n, err);
-    if (rc == 0 && (fflush(f) != 0 || fsync(fileno(f)) != 0))
-        rc = error_set_errno(err, "flushing %s", tmp);
+    if (rc == 0 && fflush(f) != 0) rc = error_set_errno(err, "writing %s", tmp);
     if (fclose(f) != 0 && rc == 0) rc = error_set_errno(err, "closing %s", tmp);
-    if (rc == 0 && rename(tmp, path) != 0) rc = error_set_errno(err, "renaming %s to %s", tmp, path);
-    if (rc != 0) {
-        unlink(tmp);
-        return error_prefix(err, "writing %s: ", path);
-    }
-    return sync_dir(dir, err);
+    if (rc != 0) unlink(tmp);
+    if (rc == 0) rc = fs_publish(tmp, path, err);
+    return rc ? error_prefix(err, "writing %s: ", path) : 0;
 }
 
 /* ---- reading ------------------------------------------------------------- */

@@ -205,7 +205,8 @@ static int open_adapter(const char *dir, int n_layers, LoraSpec *spec, Safetenso
         goto out;
     }
     if (!(root = json_load_file(cpath, 0, &jerr))) {
-        error_set(err, "%s: %s (line %d)", cpath, jerr.text, jerr.line);
+        if (!fs_exists(cpath)) error_set(err, "%s: missing (not a PEFT adapter directory?)", cpath);
+        else error_set(err, "%s: malformed JSON (line %d: %s)", cpath, jerr.line, jerr.text);
         goto out;
     }
     if (parse_config(root, cpath, spec, err)) goto out;

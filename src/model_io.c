@@ -165,15 +165,18 @@ static uint64_t name_seed(uint64_t seed, const char *name)
     return mix64(seed ^ mix64(h));
 }
 
-/* Element i of a normal(0, std) tensor, a pure function of (stream, i) so
- * that chunks can be produced in any order and in parallel. */
-static float normal_at(uint64_t stream, size_t i, float std)
+/* Elements 2p and 2p+1 of a normal(0, std) tensor: both Box-Muller outputs
+ * of uniform pair p.  A pure function of (stream, p), so chunks can be
+ * produced in any order and in parallel. */
+static void normal_pair(uint64_t stream, uint64_t p, float std, float out[2])
 {
-    uint64_t a = mix64(stream + (2 * (uint64_t)i + 1) * 0x9E3779B97F4A7C15ull);
-    uint64_t b = mix64(stream + (2 * (uint64_t)i + 2) * 0x9E3779B97F4A7C15ull);
+    uint64_t a = mix64(stream + (2 * p + 1) * 0x9E3779B97F4A7C15ull);
+    uint64_t b = mix64(stream + (2 * p + 2) * 0x9E3779B97F4A7C15ull);
     double u1 = ((double)(a >> 11) + 1.0) * (1.0 / 9007199254740992.0); /* (0, 1] */
     double u2 = (double)(b >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    double r = std * sqrt(-2.0 * log(u1)), t = 6.283185307179586 * u2;
+    out[0] = (float)(r * cos(t));
+    out[1] = (float)(r * sin(t));
 }
 
 typedef struct {
@@ -187,10 +190,21 @@ static int fill_random(void *ctx, size_t start, size_t count, float *dst, Error 
 {
     (void)err;
     const RandomTensor *r = ctx;
-    long long n = (long long)count;
-#pragma omp parallel for if (n > 16384) schedule(static)
-    for (long long i = 0; i < n; i++)
-        dst[i] = r->is_norm ? 1.0f : normal_at(r->stream, start + (size_t)i, 0.02f);
+    if (count == 0) return 0;
+    if (r->is_norm) {
+        for (size_t i = 0; i < count; i++) dst[i] = 1.0f;
+        return 0;
+    }
+    long long first = (long long)(start / 2), last = (long long)((start + count - 1) / 2);
+#pragma omp parallel for if (last - first > 8192) schedule(static)
+    for (long long p = first; p <= last; p++) {
+        float z[2];
+        normal_pair(r->stream, (uint64_t)p, 0.02f, z);
+        for (int k = 0; k < 2; k++) {
+            size_t i = 2 * (size_t)p + (size_t)k;
+            if (i >= start && i < start + count) dst[i - start] = z[k];
+        }
+    }
     return 0;
 }
 

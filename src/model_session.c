@@ -1,5 +1,7 @@
 #include "model_session.h"
 
+#include <cblas.h>
+#include <omp.h>
 #include <string.h>
 
 #include "model_io.h"
@@ -11,9 +13,19 @@ static int create_backend(ModelSession *s, const Config *cfg, Error *err)
                      cfg->device, cfg->device);
 }
 
+/* run.threads bounds both thread pools the CPU backend uses: OpenMP's and
+ * OpenBLAS's own, which would otherwise each take every core. */
+static void set_threads(int threads)
+{
+    if (threads <= 0) return;
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+}
+
 int model_session_open(ModelSession *s, const Config *cfg, const char *model_dir, Error *err)
 {
     memset(s, 0, sizeof *s);
+    set_threads(cfg->threads);
     if (llama_model_load(model_dir, &s->model, err)) return -1;
     if (create_backend(s, cfg, err)) {
         llama_model_free(&s->model);

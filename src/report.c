@@ -1,6 +1,5 @@
 #include "report.h"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -9,7 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "fs_util.h"
 
 /* ---- statistics ---------------------------------------------------------- */
 
@@ -82,7 +82,7 @@ void summary_row_compute(SummaryRow *row, const char *name, double w, const doub
     row->tokens_std = stats_std(tokens, n);
 }
 
-/* ---- text buffer and atomic file ------------------------------------------ */
+/* ---- text buffer ---------------------------------------------------------- */
 
 typedef struct {
     char *p;
@@ -115,41 +115,12 @@ static void buf_printf(Buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* Writes through a temporary name so a reader never sees half a file, then
- * syncs the directory so the rename survives a crash. */
-static int write_atomic(const char *path, const char *data, size_t len, Error *err)
-{
-    char tmp[PATH_MAX + 32], dir[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    const char *slash = strrchr(path, '/');
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1,
-             slash ? path : ".");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return error_set_errno(err, "creating %s", tmp);
-    int rc = 0;
-    for (size_t off = 0; rc == 0 && off < len;) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0) rc = error_set_errno(err, "writing %s", tmp);
-        else off += (size_t)w;
-    }
-    if (rc == 0 && fsync(fd) != 0) rc = error_set_errno(err, "syncing %s", tmp);
-    if (close(fd) != 0 && rc == 0) rc = error_set_errno(err, "closing %s", tmp);
-    if (rc == 0 && rename(tmp, path) != 0) rc = error_set_errno(err, "renaming %s to %s", tmp, path);
-    if (rc != 0) {
-        unlink(tmp);
-        return rc;
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (dfd < 0) return error_set_errno(err, "opening %s to sync it", dir);
-    rc = fsync(dfd) == 0 ? 0 : error_set_errno(err, "syncing %s", dir);
-    close(dfd);
-    return rc;
-}
-
+/* Hands the text to fs_write_atomic (a reader never sees half a table) and
+ * frees it. */
 static int buf_write(Buf *b, const char *path, Error *err)
 {
     int rc = b->oom ? error_set(err, "out of memory formatting %s", path)
-                    : write_atomic(path, b->p ? b->p : "", b->len, err);
+                    : fs_write_atomic(path, b->p ? b->p : "", b->len, err);
     free(b->p);
     return rc;
 }
@@ -185,8 +156,8 @@ int report_write_markdown(const char *path, const SummaryRow *rows, size_t n, Er
     return buf_write(&b, path, err);
 }
 
-/* The shortest text that reads back as the same double (what Python's repr
- * prints), "NaN" for NaN as pandas and numpy read it. */
+/* The shortest text that reads back as the same double (Python's repr,
+ * less its ".0" on whole numbers); "NaN" for NaN, as pandas reads it. */
 static void buf_number(Buf *b, double v)
 {
     if (isnan(v)) {
@@ -194,10 +165,19 @@ static void buf_number(Buf *b, double v)
         return;
     }
     char text[40];
-    for (int prec = 1; prec <= 17; prec++) {
+    int prec = 1;
+    for (; prec < 17; prec++) {
         snprintf(text, sizeof text, "%.*g", prec, v);
         if (strtod(text, NULL) == v) break;
     }
+    /* Enough digits for the integer part, so 200 is "200" and not "2e+02"
+     * (Python switches to exponents only from 1e16). */
+    double a = fabs(v);
+    if (a >= 1 && a < 1e16) {
+        int int_digits = (int)floor(log10(a)) + 1;
+        if (int_digits > prec) prec = int_digits;
+    }
+    snprintf(text, sizeof text, "%.*g", prec, v);
     buf_printf(b, "%s", text);
 }
 
@@ -312,14 +292,18 @@ static void svg_axes(Buf *b, const Axis *x, const Axis *y)
                (y0 + y1) / 2, (y0 + y1) / 2);
 }
 
-static void svg_legend(Buf *b)
+/* A key for the marker kinds present. */
+static void svg_legend(Buf *b, bool modpo, bool sft)
 {
     const int lx = SVG_W - PAD_R - 150, ly = PAD_T + 15;
-    buf_printf(b, "<circle cx=\"%d\" cy=\"%d\" r=\"4\" fill=\"#1f77b4\"/>"
-                  "<text x=\"%d\" y=\"%d\">MODPO (by w)</text>\n"
-                  "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"#d62728\"/>"
-                  "<text x=\"%d\" y=\"%d\">SFT</text>\n",
-               lx, ly, lx + 10, ly + 4, lx + 80 - 4.5, ly - 4.5, lx + 90, ly + 4);
+    if (modpo)
+        buf_printf(b, "<circle cx=\"%d\" cy=\"%d\" r=\"4\" fill=\"#1f77b4\"/>"
+                      "<text x=\"%d\" y=\"%d\">MODPO (by w)</text>\n",
+                   lx, ly, lx + 10, ly + 4);
+    if (sft)
+        buf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"#d62728\"/>"
+                      "<text x=\"%d\" y=\"%d\">SFT</text>\n",
+                   lx + 100 - 4.5, ly - 4.5, lx + 110, ly + 4);
 }
 
 static int by_w(const void *a, const void *b)
@@ -389,7 +373,7 @@ int report_write_svg(const char *path, const SummaryRow *rows, size_t n, const c
     buf_xml_text(&b, title ? title : "");
     buf_printf(&b, "</text>\n");
     svg_axes(&b, &x, &y);
-    svg_legend(&b);
+    svg_legend(&b, n_modpo > 0, n_sft > 0);
     svg_points(&b, modpo, n_modpo, sft, n_sft, &x, &y);
     buf_printf(&b, "</svg>\n");
     free(modpo);

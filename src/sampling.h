@@ -25,7 +25,10 @@
  * rounding of 1 - top_p may be kept where torch removes it (or vice versa).
  * Ties in top-p's sort are broken by token id (the lower id counts as the
  * less likely one and goes first); torch's sort order for ties is
- * unspecified.  Logits are assumed free of NaN. */
+ * unspecified.  Logits are assumed free of NaN.
+ *
+ * Cost per token at a 32k vocabulary (one core): about 0.3 ms greedy or with
+ * top-k 50; top-p with top_k 0 sorts every finite score, about 7 ms. */
 #ifndef MODPO_SAMPLING_H
 #define MODPO_SAMPLING_H
 

@@ -143,7 +143,7 @@ static int parse_piece(Reader *r, SpmPiece *pc, Error *err)
         if (field == 1) {
             rc = rd_string(r, wire, &pc->piece, &pc->len, err);
         } else if (field == 2 && wire == WIRE_I32) {
-            uint32_t bits;
+            uint32_t bits = 0;
             rc = rd_fixed32(r, &bits, err);
             memcpy(&pc->score, &bits, sizeof pc->score);
         } else if (field == 3) {

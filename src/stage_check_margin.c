@@ -105,7 +105,7 @@ int stage_check_margin(const Config *cfg, const StageOptions *o, Error *err)
     StageStatus st;
     if (stage_open(dir, cfg, critical, o->force, &st, err)) return -1;
     if (st == STAGE_DONE) {
-        if (!o->quiet) fprintf(stderr, "modpo check-margin: finished before; skipped\n");
+        fprintf(stderr, "modpo check-margin: finished before; skipped\n");
         return 0;
     }
     RunData data;

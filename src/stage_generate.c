@@ -63,9 +63,10 @@ static int max_total_len(const Generator *g, const Slot *slots, int n)
     return m;
 }
 
-/* Picks each active slot's next token from its logits row. */
+/* Picks each active slot's next token from its logits row; returns the
+ * number of slots still active, or -1 when a slot has no samplable token. */
 static int choose_tokens(Generator *g, Slot *slots, int n, float *logits, int32_t *next,
-                         uint8_t *active, Rng *rngs)
+                         uint8_t *active, Rng *rngs, Error *err)
 {
     int V = g->ms->model.config.vocab_size, n_active = 0;
     int eos = tokenizer_eos_id(g->tok);
@@ -75,6 +76,8 @@ static int choose_tokens(Generator *g, Slot *slots, int n, float *logits, int32_
         Slot *s = &slots[i];
         int32_t t = sampling_next_token(&g->sp, logits + (size_t)i * (size_t)V, V, s->ids,
                                         (size_t)s->n, &rngs[i], &g->scratch);
+        if (t < 0)
+            return error_set(err, "prompt slot %d: every token is banned (no_repeat_ngram_size, top_p)", i);
         s->ids[s->n++] = t;
         next[i] = t;
         int gen = s->n - s->n_prompt;
@@ -107,8 +110,11 @@ static int generate_batch(Generator *g, Slot *slots, int n, size_t first_index, 
         rc = b->ops->kv_create(b, n, max_total_len(g, slots, n), &kv, err) ||
              b->ops->prefill(b, kv, g->adapter, tokens, lengths, stride, logits, err) ||
              backend_sync(b, err);
-    while (rc == 0 && choose_tokens(g, slots, n, logits, next, active, rngs) > 0)
+    while (rc == 0) {
+        int n_active = choose_tokens(g, slots, n, logits, next, active, rngs, err);
+        if (n_active <= 0) { rc = n_active; break; }
         rc = b->ops->decode_step(b, kv, g->adapter, next, active, logits, err) || backend_sync(b, err);
+    }
     if (kv) b->ops->kv_free(b, kv);
     free(tokens); free(lengths); free(next); free(active); free(logits); free(rngs);
     return rc ? -1 : 0;
@@ -172,6 +178,7 @@ static void sampling_from_config(const Config *c, SamplingParams *p)
     sampling_params_default(p);
     p->do_sample = c->do_sample;
     p->temperature = c->temperature;
+    p->top_k = c->top_k;
     p->top_p = c->top_p;
     p->repetition_penalty = c->repetition_penalty;
     p->no_repeat_ngram_size = c->no_repeat_ngram_size;
@@ -234,7 +241,7 @@ int stage_generate(const Config *cfg, const char *model, const StageOptions *o, 
         return error_set(err, "generate: the %s model is not trained yet (%s is not finished)", model, source);
     StageStatus st;
     if (stage_open(dir, cfg, critical, o->force, &st, err)) return -1;
-    if (!o->quiet) fprintf(stderr, "modpo generate %s: %s\n", model, st == STAGE_DONE ? "finished before; skipped" : "starting");
+    fprintf(stderr, "modpo generate %s: %s\n", model, st == STAGE_DONE ? "finished before; skipped" : "starting");
     if (st == STAGE_DONE) return 0;
     if (run_generation(cfg, model, dir, err)) return error_prefix(err, "generate %s: ", model);
     return stage_mark_done(dir, NULL, err);

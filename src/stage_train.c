@@ -22,14 +22,13 @@ static const char *const sft_critical[] = {"model.path", "data", "lora", "sft", 
 static const char *const dpo_critical[] = {"model.path", "data", "lora", "sft", "dpo", "run.seed", NULL};
 
 /* Opens the stage dir; *skip when it is already finished. */
-static int open_stage(const char *dir, const Config *cfg, const char *const *critical,
-                      const StageOptions *o, const char *name, int *skip, Error *err)
+static int open_stage(const char *dir, const Config *cfg, const char *const *critical, bool force,
+                      const char *name, int *skip, Error *err)
 {
     StageStatus st;
-    if (stage_open(dir, cfg, critical, o->force, &st, err)) return -1;
+    if (stage_open(dir, cfg, critical, force, &st, err)) return -1;
     *skip = st == STAGE_DONE;
-    if (!o->quiet)
-        fprintf(stderr, "modpo %s: %s\n", name,
+    fprintf(stderr, "modpo %s: %s\n", name,
                 st == STAGE_DONE ? "finished before; skipped"
                 : st == STAGE_RESUME ? "resuming" : "starting");
     return 0;
@@ -93,7 +92,7 @@ int stage_sft(const Config *cfg, const StageOptions *o, Error *err)
     run_path(cfg, "sft", dir);
     int skip;
     if (stage_ensure_base_model(cfg, err) ||
-        open_stage(dir, cfg, sft_critical, o, "sft", &skip, err))
+        open_stage(dir, cfg, sft_critical, o->force, "sft", &skip, err))
         return -1;
     if (skip) return 0;
     RunData data;
@@ -237,7 +236,7 @@ static int run_pref_stage(const Config *cfg, const PrefStage *p, const char *con
         return error_set(err, "%s needs the SFT model: run `modpo sft` first (%s is not finished)",
                          p->name, done_sft);
     int skip;
-    if (open_stage(dir, cfg, critical, o, p->name, &skip, err)) return -1;
+    if (open_stage(dir, cfg, critical, o->force, p->name, &skip, err)) return -1;
     if (skip) return 0;
     RunData data;
     RunPairs pairs;

@@ -11,7 +11,7 @@
 
 typedef struct {
     bool force;
-    bool quiet;             /* no progress lines */
+    bool quiet;             /* no progress lines (stage status lines stay) */
     long stop_after_step;   /* testing: stop a training stage after this step, unfinished */
 } StageOptions;
 

@@ -166,6 +166,7 @@ struct Tokenizer {
     NormOp *ops;
     size_t n_ops;
     bool strip_dummy_prefix; /* decode drops the first piece's leading U+2581 */
+    bool strip_all_leading;  /* ... and that of every piece before any text */
     int32_t *user_ids;       /* user-defined pieces: matched whole, never merged */
     size_t n_user;
     bool has_unused;
@@ -391,14 +392,12 @@ oom:
 
 static int op_replace_prefix(Buf *b, const char *pat, size_t pn, const char *with, size_t wn)
 {
-    if (!starts_with(b, pat, pn)) return 0;
-    Buf out = {0};
-    if (buf_put(&out, with, wn) || buf_put(&out, b->p + pn, b->n - pn)) {
-        free(out.p);
-        return -1;
-    }
-    free(b->p);
-    *b = out;
+    if (b->n < pn || memcmp(b->p, pat, pn) != 0) return 0;
+    size_t rest = b->n - pn;
+    if (wn > pn && buf_reserve(b, wn - pn)) return -1;
+    memmove(b->p + wn, b->p + pn, rest + 1);
+    memcpy(b->p, with, wn);
+    b->n = wn + rest;
     return 0;
 }
 
@@ -858,17 +857,28 @@ static int flush_bytes(Buf *out, Buf *bytes)
     return 0;
 }
 
-static int decode_piece(const Tokenizer *t, int id, Buf *out)
+/* Where decoding stands on the dummy prefix (sentencepiece >= 0.2's rule):
+ * the first visible piece loses one leading U+2581, and no later piece does,
+ * so "▁" "▁x" decodes to " x".  After remove_extra_whitespaces every leading
+ * U+2581 piece loses it, since the encoder dropped all leading spaces. */
+typedef struct {
+    bool at_start; /* is_bos_ws */
+    bool seen;     /* bos_ws_seen: the previous piece gave up its U+2581 */
+} PrefixState;
+
+static int decode_piece(const Tokenizer *t, int id, Buf *out, PrefixState *ps)
 {
+    if (ps->seen || out->n > 0) ps->at_start = false;
+    ps->seen = false;
     if (t->type[id] == T_CONTROL) return 0;
     if (t->type[id] == T_UNKNOWN) return buf_put(out, t->unk_surface, strlen(t->unk_surface));
     const char *p = t->piece[id];
     size_t n = t->piece_len[id];
-    /* Only the dummy prefix is dropped: the first visible piece's U+2581. */
-    if (out->n == 0 && t->strip_dummy_prefix && n >= METASPACE_LEN &&
+    if (ps->at_start && t->strip_dummy_prefix && n >= METASPACE_LEN &&
         memcmp(p, METASPACE, METASPACE_LEN) == 0) {
         p += METASPACE_LEN;
         n -= METASPACE_LEN;
+        ps->seen = !t->strip_all_leading;
     }
     for (size_t i = 0; i < n;) {
         if (i + METASPACE_LEN <= n && memcmp(p + i, METASPACE, METASPACE_LEN) == 0) {
@@ -884,9 +894,19 @@ static int decode_piece(const Tokenizer *t, int id, Buf *out)
 
 int tokenizer_decode(const Tokenizer *t, const int32_t *ids, size_t n_ids, char **text, Error *err)
 {
+    size_t len;
+    return tokenizer_decode_len(t, ids, n_ids, text, &len, err);
+}
+
+int tokenizer_decode_len(const Tokenizer *t, const int32_t *ids, size_t n_ids, char **text,
+                         size_t *len, Error *err)
+{
     *text = NULL;
+    *len = 0;
     Buf out = {0}, bytes = {0};
+    PrefixState ps = {true, false};
     if (buf_reserve(&out, 16)) goto oom;
+    out.p[0] = 0; /* no ids: empty string */
     for (size_t i = 0; i < n_ids; i++) {
         int id = ids[i];
         if (id < 0 || id >= t->n) {
@@ -900,11 +920,12 @@ int tokenizer_decode(const Tokenizer *t, const int32_t *ids, size_t n_ids, char 
             if (buf_put(&bytes, &b, 1)) goto oom;
             continue;
         }
-        if (flush_bytes(&out, &bytes) || decode_piece(t, id, &out)) goto oom;
+        if (flush_bytes(&out, &bytes) || decode_piece(t, id, &out, &ps)) goto oom;
     }
     if (flush_bytes(&out, &bytes)) goto oom;
     free(bytes.p);
     *text = out.p;
+    *len = out.n;
     return 0;
 oom:
     free(out.p);
@@ -1003,13 +1024,14 @@ static int finish_tables(Tokenizer *t, Error *err)
             t->user_ids[t->n_user++] = id;
         }
     }
-    /* The dummy prefix is what decode strips (sentencepiece also strips it
-     * when extra whitespace was removed; that case sets the flag itself). */
+    /* Decode strips what a prepend step added; after stripping extra spaces
+     * sentencepiece strips every leading U+2581 (see decode_piece). */
     for (size_t i = 0; i < t->n_ops; i++) {
         const NormOp *op = &t->ops[i];
         if ((op->kind == OP_PREPEND && op->a_len > 0) ||
             (op->kind == OP_METASPACE && op->scheme != SCHEME_NEVER))
             t->strip_dummy_prefix = true;
+        if (op->kind == OP_STRIP_SPACES) t->strip_dummy_prefix = t->strip_all_leading = true;
     }
     if (!t->unk_surface) t->unk_surface = strdup(" \xE2\x81\x87 ");
     if (!t->unk_surface || build_bigrams(t)) return error_set(err, "out of memory");
@@ -1067,7 +1089,6 @@ static int tokenizer_from_spm(const SpmModel *m, Tokenizer **out, Error *err)
     t->unk_surface = strdup(m->unk_surface);
     if (!t->unk_surface || spm_ops(t, m)) goto oom;
     if (finish_tables(t, err)) goto fail;
-    t->strip_dummy_prefix = m->add_dummy_prefix || m->remove_extra_whitespaces;
     if (t->unk_id < 0) {
         error_set(err, "sentencepiece model has no unknown piece");
         goto fail;
@@ -1338,8 +1359,6 @@ static int hf_check_model(json_t *model, Error *err)
 
 static int hf_specials(Tokenizer *t, const char *unk_token, Error *err)
 {
-    for (int id = 0; id < t->n; id++)
-        if (!t->piece[id]) return error_set(err, "no token has id %d", id);
     if (unk_token) {
         t->unk_id = strmap_find(t, unk_token, strlen(unk_token));
         if (t->unk_id < 0) return error_set(err, "model.unk_token \"%s\" is not in the vocabulary", unk_token);
@@ -1433,7 +1452,7 @@ int tokenizer_load_file(const char *path, Tokenizer **out, Error *err)
     *out = NULL;
     char *data = NULL;
     size_t len = 0;
-    if (read_file(path, &data, &len, err)) return -1;
+    if (read_file(path, &data, &len, err)) return -1; /* already names the file */
     size_t i = 0;
     while (i < len && (data[i] == ' ' || data[i] == '\n' || data[i] == '\r' || data[i] == '\t')) i++;
     /* A ModelProto starts with field 1 (0x0A); '{' can only be JSON. */
@@ -1772,7 +1791,6 @@ static json_t *tokenizer_config_json(const Tokenizer *t)
     rc |= jset(cfg, "clean_up_tokenization_spaces", json_false());
     rc |= jset(cfg, "eos_token", token_name(t, t->eos_id));
     rc |= jset(cfg, "legacy", json_true());
-    rc |= jset(cfg, "model_max_length", json_integer(4096));
     rc |= jset(cfg, "pad_token", json_null());
     rc |= jset(cfg, "tokenizer_class", json_string("PreTrainedTokenizerFast"));
     rc |= jset(cfg, "unk_token", token_name(t, t->unk_id));

@@ -42,6 +42,9 @@ const char *tokenizer_piece(const Tokenizer *tok, int id);
 int tokenizer_unk_id(const Tokenizer *tok);
 /* Id of the piece with exactly this text (U+2581 for spaces), or -1. */
 int tokenizer_piece_id(const Tokenizer *tok, const char *piece);
+/* tokenizer_decode that also returns the length, for text holding NUL bytes. */
+int tokenizer_decode_len(const Tokenizer *tok, const int32_t *ids, size_t n_ids,
+                         char **text, size_t *len, Error *err);
 
 /* Notes on tokenizer_encode: invalid UTF-8 bytes are encoded as U+FFFD, as
  * sentencepiece does; text such as "<s>" is encoded as ordinary characters,

@@ -65,8 +65,7 @@ static int resume(Run *r, TrainResult *res, Error *err)
     if (warning[0]) fprintf(stderr, "modpo %s: warning: %s\n", s->stage, warning);
     if (!found) return 0;
     res->resumed_from = r->st.step;
-    if (!s->quiet)
-        fprintf(stderr, "modpo %s: resuming from step %ld\n", s->stage, r->st.step);
+    fprintf(stderr, "modpo %s: resuming from step %ld\n", s->stage, r->st.step);
     return s->backend->ops->adapter_push(s->backend, s->handle, err);
 }
 

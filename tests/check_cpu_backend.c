@@ -7,13 +7,13 @@
  * logps < 1e-5, every LoRA gradient tensor < 1e-4.  The decode path is held
  * to the full forward's logits at the same positions (< 1e-5). */
 #include <check.h>
-#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "lora_peft.h"
 #include "model_io.h"
 #include "safetensors.h"
 
@@ -78,44 +78,6 @@ static double rel_err(const float *a, const float *b, size_t n)
     return den > 0 ? num / den : num;
 }
 
-/* PEFT's adapter: r, lora_alpha and target_modules from adapter_config.json,
- * tensors base_model.model.model.layers.{l}.{module}.{proj}.lora_{A,B}.weight. */
-static void load_adapter(const char *dir, const LlamaConfig *cfg, LoraAdapter *a)
-{
-    char path[512];
-    json_error_t jerr;
-    snprintf(path, sizeof path, "%.400s/adapter_config.json", dir);
-    json_t *root = json_load_file(path, 0, &jerr);
-    ck_assert_msg(root != NULL, "%s: %s", path, jerr.text);
-    LoraSpec spec = {(int)json_integer_value(json_object_get(root, "r")),
-                     (float)json_number_value(json_object_get(root, "lora_alpha")), 0};
-    size_t i;
-    json_t *t;
-    json_array_foreach(json_object_get(root, "target_modules"), i, t)
-        spec.target_mask |= 1u << lora_target_from_name(json_string_value(t));
-    json_decref(root);
-
-    Error err;
-    SafetensorsFile *f;
-    ok(lora_adapter_init(a, cfg, spec, &err), &err);
-    snprintf(path, sizeof path, "%.400s/adapter_model.safetensors", dir);
-    ok(safetensors_open(path, &f, &err), &err);
-    for (int l = 0; l < a->n_layers; l++) {
-        for (int tg = 0; tg < LORA_N_TARGETS; tg++) {
-            const LoraSlot *s = lora_slot(a, l, (LoraTarget)tg);
-            if (!s) continue;
-            char name[256];
-            const char *mod = lora_target_module((LoraTarget)tg), *proj = lora_target_name((LoraTarget)tg);
-            int64_t sa[2] = {spec.rank, s->in_features}, sb[2] = {s->out_features, spec.rank};
-            snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.lora_A.weight", l, mod, proj);
-            ok(safetensors_read_f32(f, name, a->params + s->a_offset, 2, sa, &err), &err);
-            snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.lora_B.weight", l, mod, proj);
-            ok(safetensors_read_f32(f, name, a->params + s->b_offset, 2, sb, &err), &err);
-        }
-    }
-    safetensors_close(f);
-}
-
 static void fixture_open(Fixture *fx, const char *name, int lm_head_chunk)
 {
     Error err;
@@ -124,7 +86,7 @@ static void fixture_open(Fixture *fx, const char *name, int lm_head_chunk)
     snprintf(path, sizeof path, FIXTURES "/%s/model", name);
     ok(llama_model_load(path, &fx->model, &err), &err);
     snprintf(path, sizeof path, FIXTURES "/%s/adapter", name);
-    load_adapter(path, &fx->model.config, &fx->adapter);
+    ok(lora_peft_load(path, &fx->model.config, &fx->adapter, &err), &err);
     snprintf(path, sizeof path, FIXTURES "/%s/reference.safetensors", name);
     ok(safetensors_open(path, &fx->ref, &err), &err);
 

@@ -9,11 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "llama.h"
 #include "model_config.h"
 #include "model_io.h"
 #include "model_presets.h"
 #include "safetensors.h"
+#include "tokenizer.h"
 
 #define FIX "tests/fixtures/model/"
 
@@ -111,9 +113,22 @@ static void check_against_expected(const LlamaModel *m, const char *expected_jso
     json_decref(want);
 }
 
+/* Field by field: struct padding is not part of the value. */
+static int config_eq(const LlamaConfig *a, const LlamaConfig *b)
+{
+    return a->hidden_size == b->hidden_size && a->intermediate_size == b->intermediate_size &&
+           a->num_hidden_layers == b->num_hidden_layers &&
+           a->num_attention_heads == b->num_attention_heads &&
+           a->num_key_value_heads == b->num_key_value_heads && a->vocab_size == b->vocab_size &&
+           a->max_position_embeddings == b->max_position_embeddings &&
+           a->rms_norm_eps == b->rms_norm_eps && a->rope_theta == b->rope_theta &&
+           a->tie_word_embeddings == b->tie_word_embeddings &&
+           a->bos_token_id == b->bos_token_id && a->eos_token_id == b->eos_token_id;
+}
+
 static void assert_same_weights(const LlamaModel *a, const LlamaModel *b)
 {
-    ck_assert_mem_eq(&a->config, &b->config, sizeof a->config);
+    ck_assert(config_eq(&a->config, &b->config));
     for (size_t i = 0; i < llama_tensor_count(&a->config); i++) {
         LlamaTensorInfo t;
         llama_tensor_info(&a->config, i, &t);
@@ -206,7 +221,7 @@ START_TEST(test_config_save_round_trip)
     const char *path = tmp_path("config.json");
     ck_assert_int_eq(llama_config_save(path, &c, "bfloat16", &err), 0);
     ck_assert_msg(llama_config_load(path, &d, &err) == 0, "%s", err.msg);
-    ck_assert_mem_eq(&c, &d, sizeof c);
+    ck_assert(config_eq(&c, &d));
     char dtype[32];
     ck_assert_int_eq(llama_config_read_dtype(path, dtype, sizeof dtype, &err), 0);
     ck_assert_str_eq(dtype, "bfloat16");
@@ -504,6 +519,51 @@ START_TEST(test_presets)
 }
 END_TEST
 
+/* `modpo init-model` end to end with the committed tiny tokenizer (the
+ * default --tokenizer, resolved from the repository root). */
+START_TEST(test_cmd_init_model)
+{
+    make_tmpdir();
+    char out[256];
+    snprintf(out, sizeof out, "%s/tiny", tmpdir);
+    char *argv[] = {"init-model", "--preset", "tiny", "--out", out, "--seed", "7", NULL};
+    ck_assert_int_eq(cmd_init_model(7, argv), 0);
+    LlamaModel m, r;
+    load_ok(out, &m);
+    Tokenizer *tok;
+    Error err = {{0}};
+    ck_assert_msg(tokenizer_load_dir(out, &tok, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(m.config.vocab_size, tokenizer_vocab_size(tok));
+    ck_assert_int_eq(m.config.bos_token_id, tokenizer_bos_id(tok));
+    ck_assert_int_eq(m.config.eos_token_id, tokenizer_eos_id(tok));
+    tokenizer_free(tok);
+    ck_assert_int_eq(m.config.hidden_size, 64);
+    ck_assert_int_eq(m.config.num_key_value_heads, 2);
+    ck_assert_int_eq(llama_model_init_random(&r, &m.config, 7, &err), 0);
+    assert_same_weights(&m, &r);
+    llama_model_free(&r);
+    llama_model_free(&m);
+
+    ck_assert_int_eq(cmd_init_model(7, argv), 1); /* not empty: refused */
+    char *bad_preset[] = {"init-model", "--preset", "huge", "--out", (char *)tmp_path("h"), NULL};
+    ck_assert_int_eq(cmd_init_model(5, bad_preset), 1);
+    char *bad_tok[] = {"init-model", "--preset", "tiny", "--out", (char *)tmp_path("t"),
+                       "--tokenizer", (char *)tmp_path("no-such-tokenizer"), NULL};
+    ck_assert_int_eq(cmd_init_model(7, bad_tok), 1);
+    ck_assert_int_eq(access(tmp_path("t"), F_OK), -1);
+    char *bf16[] = {"init-model", "--preset", "tiny", "--out", (char *)tmp_path("b"), "--dtype",
+                    "bf16", NULL};
+    ck_assert_int_eq(cmd_init_model(7, bf16), 0);
+    SafetensorsFile *f;
+    ck_assert_int_eq(safetensors_open(tmp_path("b/model.safetensors"), &f, &err), 0);
+    ck_assert_int_eq(safetensors_find(f, "lm_head.weight")->dtype, ST_BF16);
+    safetensors_close(f);
+    char *help[] = {"init-model", "--help", NULL};
+    ck_assert_int_eq(cmd_init_model(2, help), 0);
+    remove_tmpdir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model_io");
@@ -524,6 +584,7 @@ int main(void)
     tcase_add_test(tc, test_save_tied_has_no_lm_head);
     tcase_add_test(tc, test_random_init);
     tcase_add_test(tc, test_presets);
+    tcase_add_test(tc, test_cmd_init_model);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -158,12 +158,12 @@ END_TEST
  * tests/make_sample_data.py changes. */
 START_TEST(test_sample_counts)
 {
-    static const size_t train_pairs[DIM_N] = { 286, 215, 193, 218, 260, 330 };
-    static const size_t train_ties[DIM_N] = { 69, 140, 162, 137, 95, 25 };
+    static const size_t train_pairs[DIM_N] = { 280, 245, 194, 242, 274, 336 };
+    static const size_t train_ties[DIM_N] = { 86, 121, 172, 124, 92, 30 };
     HelpSteerData d;
     Error err = { "" };
     ck_assert_int_eq(helpsteer_load("data/helpsteer-sample/train.jsonl.gz", false, &d, &err), 0);
-    ck_assert_uint_eq(d.n_rows, 309);
+    ck_assert_uint_eq(d.n_rows, 314);
     ck_assert_uint_eq(helpsteer_count_groups(&d), 100);
     for (int dim = 0; dim < DIM_N; dim++) {
         PairSet set;
@@ -171,7 +171,7 @@ START_TEST(test_sample_counts)
         ck_assert_uint_eq(set.n, train_pairs[dim]);
         ck_assert_uint_eq(set.n_ties, train_ties[dim]);
         if (dim == DIM_HELPFULNESS)
-            ck_assert_ptr_nonnull(strstr(set.pairs[0].chosen, "That would be Paris."));
+            ck_assert_ptr_nonnull(strstr(set.pairs[0].chosen, "It is Paris. The city sits on the river"));
         pairs_free(&set);
     }
     helpsteer_free(&d);

@@ -362,12 +362,13 @@ START_TEST(test_cmd_merge)
     check_merged(&m, &base, 1, 0.0f);
     llama_model_free(&m);
 
-    char *bad[] = {"merge", FIX "tiny-gqa", "--out", tmp_path("x"), NULL};
+    char *bad[] = {"merge", FIX "tiny-gqa", "--out", (char *)tmp_path("x"), NULL};
     ck_assert_int_eq(cmd_merge(4, bad), 1);
-    char *bad_dtype[] = {"merge", FIX "tiny-gqa", ADAPTER, "--out", tmp_path("y"), "--dtype",
+    char *bad_dtype[] = {"merge", FIX "tiny-gqa", ADAPTER, "--out", (char *)tmp_path("y"), "--dtype",
                          "f16", NULL};
     ck_assert_int_eq(cmd_merge(7, bad_dtype), 1);
-    char *no_adapter[] = {"merge", FIX "tiny-gqa", tmp_path("none"), "--out", tmp_path("z"), NULL};
+    char *no_adapter[] = {"merge", FIX "tiny-gqa", (char *)tmp_path("none"), "--out",
+                          (char *)tmp_path("z"), NULL};
     ck_assert_int_eq(cmd_merge(5, no_adapter), 1);
     ck_assert_int_eq(access(tmp_path("z"), F_OK), -1); /* nothing left behind */
     char *help[] = {"merge", "--help", NULL};

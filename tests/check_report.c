@@ -156,7 +156,7 @@ START_TEST(tables_exact_text)
                      "model\tw\tn\treward_mean\treward_std\twords_mean\twords_std\ttokens_mean\t"
                      "tokens_std\n"
                      "sft\tNaN\t2\t1\t0.5\t15\t5\t21\t9\n"
-                     "modpo-w0.8\t0.80000000000000004\t2\t0\t1\t5\t0\t200\t100\n");
+                     "modpo-w0.8\t0.8\t2\t0\t1\t5\t0\t200\t100\n");
     ck_assert_int_eq(count_entries(), 2);
 
     /* Separators inside a name cannot break a row. */
@@ -170,6 +170,23 @@ START_TEST(tables_exact_text)
 
     ck_assert_int_eq(report_write_tsv("/nonexistent/x/summary.tsv", rows, 1, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/x/summary.tsv"));
+    remove_dir();
+}
+END_TEST
+
+START_TEST(tsv_numbers_as_python_repr)
+{
+    make_dir();
+    SummaryRow r = {.name = "m", .w = 0.1 + 0.2, .n = 3, .reward_mean = 1.0 / 3, .reward_std = 2.5e-05,
+                    .words_mean = 1e20, .words_std = 123456.789, .tokens_mean = -7, .tokens_std = 0};
+    Error err;
+    char path[256];
+    snprintf(path, sizeof path, "%s/summary.tsv", dir);
+    ck_assert_int_eq(report_write_tsv(path, &r, 1, &err), 0);
+    /* Python: repr(0.1+0.2), repr(1/3), repr(2.5e-05), repr(1e20), ... */
+    ck_assert_str_eq(strchr(slurp("summary.tsv"), '\n') + 1,
+                     "m\t0.30000000000000004\t3\t0.3333333333333333\t2.5e-05\t1e+20\t"
+                     "123456.789\t-7\t0\n");
     remove_dir();
 }
 END_TEST
@@ -235,7 +252,8 @@ START_TEST(svg_plot_structure)
     ck_assert_ptr_nonnull(strstr(s, ">MODPO &lt;helpfulness&gt; &amp; verbosity</text>"));
     ck_assert_int_eq(count(s, "<circle class=\"modpo\""), 3);
     ck_assert_int_eq(count(s, "<rect class=\"sft\""), 1);
-    ck_assert_int_eq(count(s, ">SFT</text>"), 1);
+    ck_assert_int_eq(count(s, ">SFT</text>"), 2); /* the point and the legend */
+    ck_assert_int_eq(count(s, ">MODPO (by w)</text>"), 1);
     ck_assert_int_eq(count(s, ">w=0.2</text>"), 1);
     ck_assert_int_eq(count(s, ">w=0.4</text>"), 1);
     ck_assert_int_eq(count(s, ">w=0.8</text>"), 1);
@@ -266,7 +284,8 @@ START_TEST(svg_degenerate_ranges)
     ck_assert_int_eq(report_write_svg(path, rows, 1, "one", &err), 0);
     const char *s = slurp("trade-off.svg");
     assert_valid_svg(s);
-    ck_assert_int_eq(count(s, ">SFT</text>"), 1);
+    ck_assert_int_eq(count(s, ">SFT</text>"), 2);
+    ck_assert_int_eq(count(s, "MODPO (by w)"), 0);
     ck_assert_int_eq(count(s, "<polyline"), 0);
     /* Equal values everywhere, zero included. */
     const double z[] = {0};
@@ -283,6 +302,7 @@ START_TEST(svg_degenerate_ranges)
     s = slurp("trade-off.svg");
     assert_valid_svg(s);
     ck_assert_int_eq(count(s, "<circle"), 0);
+    ck_assert_int_eq(count(s, "SFT"), 0);
     ck_assert_int_eq(report_write_svg(path, NULL, 0, NULL, &err), 0);
     assert_valid_svg(slurp("trade-off.svg"));
     ck_assert_int_eq(count_entries(), 1);
@@ -315,6 +335,7 @@ int main(void)
     tcase_add_test(tc, words_as_python_split);
     tcase_add_test(tc, summary_rows);
     tcase_add_test(tc, tables_exact_text);
+    tcase_add_test(tc, tsv_numbers_as_python_repr);
     tcase_add_test(tc, svg_plot_structure);
     tcase_add_test(tc, svg_degenerate_ranges);
     tcase_add_test(tc, write_all_three);

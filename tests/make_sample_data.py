@@ -13,7 +13,13 @@ a learnable signal so that the tiny pipeline has something to learn:
   complexity   rises with the number of explanation sentences;
   verbosity    rises with the response length in words.
 
+Lengths: responses of 5-60 words; with the default prompt template most
+training sequences stay under 200 tiny-tokenizer tokens (a few exceed the tiny
+config's max_length, so too-long dropping is exercised too).
+
 Deterministic: a fixed seed, Python's stdlib only, gzip with mtime 0.
+tests/check_pairs.c and tests/check_sequences.c assert counts taken from this
+exact output: update them when this script changes.
 Usage: python3 tests/make_sample_data.py [OUT_DIR]   (default data/helpsteer-sample)
 """
 import gzip
@@ -138,14 +144,10 @@ STYLES = [
     "I am studying for a quiz. {q} Please answer briefly.",
     "My friend and I disagree about something. {q} Who is right?",
     "{q} Explain your answer so that a ten year old understands it.",
-    ("I have been reading about general knowledge topics this week and came across a question "
-     "I could not answer. {q} I would appreciate a clear answer and a short explanation."),
+    "I came across a question I could not answer. {q} A short explanation would help.",
     "Answer the following question in one or two sentences. {q}",
-    ("We are putting together a pub quiz for our neighbourhood and want every answer to be "
-     "right before the big night. Last year two of the answers turned out to be wrong and "
-     "people still bring it up.\n\nThis time we are checking each question with a few "
-     "sources. Here is the next one on the list: {q}\n\nPlease give the answer and say a "
-     "little about why it is correct."),
+    ("We are writing a pub quiz and want every answer to be right.\n\n"
+     "Next question: {q}\n\nPlease give the answer and say why."),
 ]
 
 FILLER = [
@@ -176,14 +178,9 @@ def clamp(x):
 
 
 def verbosity_of(words):
-    if words < 12:
-        return 0
-    if words < 22:
-        return 1
-    if words < 36:
-        return 2
-    if words < 55:
-        return 3
+    for level, limit in enumerate((10, 18, 28, 40)):
+        if words < limit:
+            return level
     return 4
 
 
@@ -192,16 +189,16 @@ def make_response(rng, answer, wrong, explanations):
     kind = rng.choices(["answer", "explained", "detailed", "wrong", "evasive", "rambling"],
                        weights=[3, 3, 1, 2, 2, 1])[0]
     n_expl = 0
-    n_fill = rng.randint(0, 2)
+    n_fill = rng.randint(0, 1)
     if kind == "answer":
         parts = [rng.choice(["The answer is {a}.", "It is {a}.", "That would be {a}."]).format(a=answer)]
     elif kind == "explained":
-        n_expl = rng.randint(1, len(explanations))
+        n_expl = rng.randint(1, 2)
         parts = [rng.choice(["The answer is {a}.", "It is {a}."]).format(a=answer)]
         parts += rng.sample(explanations, n_expl)
     elif kind == "detailed":
         n_expl = len(explanations)
-        n_fill = rng.randint(2, 5)
+        n_fill = rng.randint(0, 2)
         parts = ["The answer is {a}.".format(a=answer)] + explanations
     elif kind == "wrong":
         parts = [rng.choice(["The answer is {w}.", "I believe it is {w}."]).format(w=wrong)]
@@ -211,7 +208,7 @@ def make_response(rng, answer, wrong, explanations):
     elif kind == "evasive":
         parts = [rng.choice(EVASIVE)]
     else:
-        n_fill = rng.randint(3, 5)
+        n_fill = rng.randint(2, 3)
         parts = []
     fill = rng.sample(FILLER, n_fill)
     if kind == "rambling":
@@ -230,7 +227,7 @@ def make_response(rng, answer, wrong, explanations):
                "rambling": 0}[kind]
     correct = {"answer": 4, "explained": 4, "detailed": 4, "wrong": 1, "evasive": 2,
                "rambling": 2}[kind]
-    coherence = 1 if kind == "rambling" else (4 if n_fill < 2 else 3)
+    coherence = 1 if kind == "rambling" else (4 if n_fill < 1 else 3)
     complexity = min(4, 1 + n_expl) if kind != "rambling" else 1
     # Annotators disagree a little: occasional +-1 noise on a copy of the signal.
     if rng.random() < 0.15:

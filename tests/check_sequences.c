@@ -1,0 +1,439 @@
+/* Training sequences: the prompt template, BOS/EOS, completion-only label
+ * masks from the common token prefix, too-long dropping, and right-padded
+ * batches.  Token ids are asserted against hand-checked values: the tiny
+ * tokenizer's (tests/tiny-tokenizer) and, where ../shared is present, the
+ * real Llama 2 tokenizer's (ids from sentencepiece 0.2). */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "sequences.h"
+
+#define DEFAULT_TEMPLATE "\n\nHuman:\n{raw_prompt}\n\nAssistant:\n"
+#define LLAMA_MODEL "../shared/llama2-tokenizer/tokenizer.model"
+
+static void assert_ids(const Sequence *s, const int32_t *ids, int n)
+{
+    ck_assert_int_eq(s->len, n);
+    for (int i = 0; i < n; i++) ck_assert_msg(s->tokens[i] == ids[i], "token %d: %d != %d", i, s->tokens[i], ids[i]);
+}
+
+/* ---- template ------------------------------------------------------------ */
+
+START_TEST(test_template)
+{
+    char *out;
+    Error err = { "" };
+    ck_assert_int_eq(prompt_template_apply(DEFAULT_TEMPLATE, "What is 2+2?", &out, &err), 0);
+    ck_assert_str_eq(out, "\n\nHuman:\nWhat is 2+2?\n\nAssistant:\n");
+    free(out);
+    /* Every occurrence is replaced; other braces are literal (no str.format escapes). */
+    ck_assert_int_eq(prompt_template_apply("{raw_prompt}|{x}|{raw_prompt}", "ab", &out, &err), 0);
+    ck_assert_str_eq(out, "ab|{x}|ab");
+    free(out);
+    /* A prompt that itself contains the placeholder is not expanded again. */
+    ck_assert_int_eq(prompt_template_apply("<{raw_prompt}>", "{raw_prompt}", &out, &err), 0);
+    ck_assert_str_eq(out, "<{raw_prompt}>");
+    free(out);
+    ck_assert_int_eq(prompt_template_apply("Human: {prompt}", "x", &out, &err), -1);
+    ck_assert_ptr_null(out);
+    ck_assert_str_eq(err.msg, "prompt template must contain the placeholder {raw_prompt}");
+    ck_assert_int_eq(prompt_template_check(DEFAULT_TEMPLATE, &err), 0);
+}
+END_TEST
+
+/* ---- batches (no tokenizer needed) --------------------------------------- */
+
+START_TEST(test_batch_padding_and_mask)
+{
+    int32_t a[] = { 1, 10, 11, 12, 2 }, b[] = { 1, 20, 2 };
+    Sequence sa = { a, 5, 3 }, sb = { b, 3, 1 };
+    const Sequence *seqs[] = { &sa, &sb };
+    Batch batch;
+    Error err = { "" };
+    ck_assert_int_eq(batch_from_sequences(seqs, 2, &batch, &err), 0);
+    ck_assert_int_eq(batch.n_seq, 2);
+    ck_assert_int_eq(batch.seq_len, 5);
+    static const int32_t tokens[] = { 1, 10, 11, 12, 2, 1, 20, 2, 0, 0 };
+    static const uint8_t mask[] = { 0, 0, 0, 1, 1, 0, 1, 1, 0, 0 };
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(batch.tokens[i], tokens[i]);
+        ck_assert_int_eq(batch.label_mask[i], mask[i]);
+    }
+    ck_assert_int_eq(batch.lengths[0], 5);
+    ck_assert_int_eq(batch.lengths[1], 3);
+    ck_assert_int_eq(batch_n_labels(&batch, 0), 2);
+    ck_assert_int_eq(batch_n_labels(&batch, 1), 2);
+    batch_free(&batch);
+    ck_assert_ptr_null(batch.tokens);
+    ck_assert_int_eq(batch_from_sequences(seqs, 0, &batch, &err), -1);
+}
+END_TEST
+
+START_TEST(test_batch_pairs_chosen_first)
+{
+    int32_t c0[] = { 1, 5, 6, 2 }, r0[] = { 1, 5, 7, 8, 2 }, c1[] = { 1, 9, 2 }, r1[] = { 1, 3, 2 };
+    Sequence chosen[] = { { c0, 4, 2 }, { c1, 3, 1 } };
+    Sequence rejected[] = { { r0, 5, 2 }, { r1, 3, 1 } };
+    size_t source[] = { 0, 1 };
+    PairSequences ps = { .n = 2, .chosen = chosen, .rejected = rejected, .source = source };
+    size_t idx[] = { 1, 0 };
+    Batch b;
+    Error err = { "" };
+    ck_assert_int_eq(batch_from_pairs(&ps, idx, 2, &b, &err), 0);
+    ck_assert_int_eq(b.n_seq, 4);
+    ck_assert_int_eq(b.seq_len, 5);
+    /* rows: c1, c0, r1, r0 */
+    static const int32_t lengths[] = { 3, 4, 3, 5 };
+    static const int32_t second_token[] = { 9, 5, 3, 5 };
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(b.lengths[i], lengths[i]);
+        ck_assert_int_eq(b.tokens[i * 5 + 1], second_token[i]);
+    }
+    static const uint8_t mask_r0[] = { 0, 0, 1, 1, 1 };
+    for (int t = 0; t < 5; t++) ck_assert_int_eq(b.label_mask[3 * 5 + t], mask_r0[t]);
+    batch_free(&b);
+    size_t bad[] = { 2 };
+    ck_assert_int_eq(batch_from_pairs(&ps, bad, 1, &b, &err), -1);
+}
+END_TEST
+
+/* ---- the tiny tokenizer (always available) -------------------------------- */
+
+#define TINY_DIR "tests/tiny-tokenizer"
+
+static Tokenizer *load_tiny(void)
+{
+    Tokenizer *tok;
+    Error err = { "" };
+    ck_assert_msg(tokenizer_load_dir(TINY_DIR, &tok, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(tokenizer_bos_id(tok), 1);
+    ck_assert_int_eq(tokenizer_eos_id(tok), 2);
+    return tok;
+}
+
+/* tokens("\n\nHuman:\nWhat is the capital of France?\n\nAssistant:\n"), 35
+ * ids, from Hugging Face tokenizers on tests/tiny-tokenizer/tokenizer.json. */
+static const int32_t TINY_PROMPT[35] = {
+    417, 13, 13, 454, 434, 340, 426, 445, 13, 475, 425, 422, 419, 417, 282, 264, 269, 422,
+    430, 423, 280, 431, 297, 417, 493, 420, 404, 327, 443, 13, 13, 444, 345, 445, 13,
+};
+/* + "The answer is Paris." (T he ▁answer ▁ is ▁ P a ri s .) and "It is Lyon." */
+static const int32_t TINY_CHOSEN[11] = { 436, 259, 350, 417, 282, 417, 478, 422, 271, 421, 438 };
+static const int32_t TINY_REJECTED[10] = { 477, 419, 417, 282, 417, 476, 432, 424, 426, 438 };
+
+static void assert_tiny_sequence(const Sequence *s, const int32_t *completion, int n_completion)
+{
+    ck_assert_int_eq(s->len, 1 + 35 + n_completion + 1);
+    ck_assert_int_eq(s->tokens[0], 1);
+    for (int i = 0; i < 35; i++) ck_assert_int_eq(s->tokens[1 + i], TINY_PROMPT[i]);
+    for (int i = 0; i < n_completion; i++) ck_assert_int_eq(s->tokens[36 + i], completion[i]);
+    ck_assert_int_eq(s->tokens[s->len - 1], 2);
+}
+
+START_TEST(test_tiny_pair_and_mask)
+{
+    Tokenizer *tok = load_tiny();
+    char *prompt;
+    Error err = { "" };
+    ck_assert_int_eq(prompt_template_apply(DEFAULT_TEMPLATE, "What is the capital of France?", &prompt, &err), 0);
+    Sequence c, r;
+    ck_assert_msg(sequence_pair_build(tok, prompt, "The answer is Paris.", "It is Lyon.", &c, &r, &err) == 0,
+                  "%s", err.msg);
+    assert_tiny_sequence(&c, TINY_CHOSEN, 11);
+    assert_tiny_sequence(&r, TINY_REJECTED, 10);
+    ck_assert_int_eq(c.completion_start, 36); /* BOS + 35 prompt tokens */
+    ck_assert_int_eq(r.completion_start, 36);
+
+    /* The batch: rows [chosen, rejected], padded to 48; labels on 36..len-1. */
+    const Sequence *rows[] = { &c, &r };
+    Batch b;
+    ck_assert_int_eq(batch_from_sequences(rows, 2, &b, &err), 0);
+    ck_assert_int_eq(b.seq_len, 48);
+    ck_assert_int_eq(b.lengths[0], 48);
+    ck_assert_int_eq(b.lengths[1], 47);
+    for (int t = 0; t < 48; t++) {
+        ck_assert_int_eq(b.label_mask[t], t >= 36);
+        ck_assert_int_eq(b.label_mask[48 + t], t >= 36 && t < 47);
+    }
+    ck_assert_int_eq(b.tokens[48 + 46], 2);  /* rejected's EOS is labelled */
+    ck_assert_int_eq(b.tokens[48 + 47], 0);  /* padding */
+    ck_assert_int_eq(batch_n_labels(&b, 0), 12);
+    ck_assert_int_eq(batch_n_labels(&b, 1), 11);
+    batch_free(&b);
+
+    Sequence s;
+    ck_assert_int_eq(sequence_sft_build(tok, prompt, "The answer is Paris.", &s, &err), 0);
+    assert_tiny_sequence(&s, TINY_CHOSEN, 11);
+    ck_assert_int_eq(s.completion_start, 36);
+    sequence_free(&s);
+    sequence_free(&c);
+    sequence_free(&r);
+    free(prompt);
+    tokenizer_free(tok);
+}
+END_TEST
+
+/* "is t" + "he cat" tokenizes as [▁ is ▁the ▁c a t]: "▁the" spans the prompt
+ * boundary, so the labels start there (prompt alone: [▁ is ▁t]). */
+START_TEST(test_tiny_merge_across_boundary)
+{
+    Tokenizer *tok = load_tiny();
+    Sequence c, r, s;
+    Error err = { "" };
+    ck_assert_int_eq(sequence_pair_build(tok, "is t", "he cat", "o go", &c, &r, &err), 0);
+    static const int32_t cid[] = { 1, 417, 282, 264, 269, 422, 419, 2 };
+    static const int32_t rid[] = { 1, 417, 282, 324, 417, 439, 424, 2 };
+    assert_ids(&c, cid, 8);
+    assert_ids(&r, rid, 8);
+    ck_assert_int_eq(c.completion_start, 3);
+    ck_assert_int_eq(r.completion_start, 3);
+    ck_assert_int_eq(sequence_sft_build(tok, "is t", "he cat", &s, &err), 0);
+    assert_ids(&s, cid, 8);
+    ck_assert_int_eq(s.completion_start, 3);
+    sequence_free(&c);
+    sequence_free(&r);
+    sequence_free(&s);
+    tokenizer_free(tok);
+}
+END_TEST
+
+/* The seed's corner case: two responses that tokenize identically share the
+ * whole sequence, EOS included, so nothing is labelled. */
+START_TEST(test_tiny_identical_responses)
+{
+    Tokenizer *tok = load_tiny();
+    Sequence c, r;
+    Error err = { "" };
+    ck_assert_int_eq(sequence_pair_build(tok, "Q: ", "A b", "A b", &c, &r, &err), 0);
+    ck_assert_int_eq(c.len, 7);
+    ck_assert_int_eq(c.completion_start, 7);
+    ck_assert_int_eq(r.completion_start, 7);
+    /* One response a token prefix of the other: only the extra tokens and the
+     * shorter one's EOS differ. */
+    sequence_free(&c);
+    sequence_free(&r);
+    ck_assert_int_eq(sequence_pair_build(tok, "Q: ", "A b", "A b.", &c, &r, &err), 0);
+    static const int32_t cid[] = { 1, 417, 498, 445, 298, 281, 2 };
+    static const int32_t rid[] = { 1, 417, 498, 445, 298, 281, 438, 2 };
+    assert_ids(&c, cid, 7);
+    assert_ids(&r, rid, 8);
+    ck_assert_int_eq(c.completion_start, 6);
+    sequence_free(&c);
+    sequence_free(&r);
+    tokenizer_free(tok);
+}
+END_TEST
+
+static void load_sample_pairs(HelpSteerData *d, PairSet *pairs)
+{
+    Error err = { "" };
+    ck_assert_int_eq(helpsteer_load("data/helpsteer-sample/train.jsonl.gz", false, d, &err), 0);
+    ck_assert_int_eq(pairs_build(d, DIM_HELPFULNESS, pairs, &err), 0);
+    ck_assert_uint_eq(pairs->n, 280);
+}
+
+/* Too-long dropping on the sample's helpfulness pairs; the expected counts
+ * come from Hugging Face tokenizers (per-row lengths, a pair dropped when
+ * either side is longer than max_length). */
+START_TEST(test_tiny_too_long)
+{
+    Tokenizer *tok = load_tiny();
+    HelpSteerData d;
+    PairSet pairs;
+    load_sample_pairs(&d, &pairs);
+    Error err = { "" };
+    static const int max_len[] = { 256, 200, 150 };
+    static const size_t pairs_dropped[] = { 4, 30, 129 }, sft_dropped[] = { 2, 29, 107 };
+    for (int i = 0; i < 3; i++) {
+        PairSequences ps;
+        ck_assert_msg(pair_sequences_build(tok, DEFAULT_TEMPLATE, max_len[i], &pairs, &ps, &err) == 0, "%s",
+                      err.msg);
+        ck_assert_uint_eq(ps.n_too_long, pairs_dropped[i]);
+        ck_assert_uint_eq(ps.n, 280 - pairs_dropped[i]);
+        for (size_t k = 0; k < ps.n; k++) {
+            ck_assert_int_le(ps.chosen[k].len, max_len[i]);
+            ck_assert_int_le(ps.rejected[k].len, max_len[i]);
+        }
+        if (max_len[i] == 150) {
+            /* pair 0 is (131, 99) tokens: kept; so is pair 1. */
+            ck_assert_uint_eq(ps.source[0], 0);
+            ck_assert_uint_eq(ps.source[1], 1);
+            ck_assert_int_eq(ps.chosen[0].len, 131);
+            ck_assert_int_eq(ps.rejected[0].len, 99);
+        }
+        pair_sequences_free(&ps);
+
+        SftSet sft;
+        SftSequences ss;
+        ck_assert_int_eq(sft_from_pairs(&pairs, &sft, &err), 0);
+        ck_assert_int_eq(sft_sequences_build(tok, DEFAULT_TEMPLATE, max_len[i], &sft, &ss, &err), 0);
+        ck_assert_uint_eq(ss.n_too_long, sft_dropped[i]);
+        ck_assert_uint_eq(ss.n, 280 - sft_dropped[i]);
+        sft_sequences_free(&ss);
+        sft_free(&sft);
+    }
+    pairs_free(&pairs);
+    helpsteer_free(&d);
+    tokenizer_free(tok);
+}
+END_TEST
+
+/* The per-group token cache must give exactly what building each pair on its
+ * own gives. */
+START_TEST(test_tiny_set_matches_single_builds)
+{
+    Tokenizer *tok = load_tiny();
+    HelpSteerData d;
+    PairSet pairs;
+    load_sample_pairs(&d, &pairs);
+    Error err = { "" };
+    PairSequences ps;
+    ck_assert_int_eq(pair_sequences_build(tok, DEFAULT_TEMPLATE, 0, &pairs, &ps, &err), 0);
+    ck_assert_uint_eq(ps.n, 280);
+    ck_assert_uint_eq(ps.n_too_long, 0);
+    for (size_t i = 0; i < ps.n; i++) {
+        const Pair *p = &pairs.pairs[ps.source[i]];
+        char *prompt;
+        Sequence c, r;
+        ck_assert_int_eq(prompt_template_apply(DEFAULT_TEMPLATE, p->prompt, &prompt, &err), 0);
+        ck_assert_int_eq(sequence_pair_build(tok, prompt, p->chosen, p->rejected, &c, &r, &err), 0);
+        ck_assert_int_eq(c.len, ps.chosen[i].len);
+        ck_assert_int_eq(r.len, ps.rejected[i].len);
+        ck_assert_int_eq(c.completion_start, ps.chosen[i].completion_start);
+        ck_assert_int_eq(memcmp(c.tokens, ps.chosen[i].tokens, (size_t)c.len * sizeof *c.tokens), 0);
+        ck_assert_int_eq(memcmp(r.tokens, ps.rejected[i].tokens, (size_t)r.len * sizeof *r.tokens), 0);
+        sequence_free(&c);
+        sequence_free(&r);
+        free(prompt);
+    }
+    /* A batch of pairs 3 and 5: [c3, c5, r3, r5]. */
+    size_t idx[] = { 3, 5 };
+    Batch b;
+    ck_assert_int_eq(batch_from_pairs(&ps, idx, 2, &b, &err), 0);
+    ck_assert_int_eq(b.n_seq, 4);
+    ck_assert_int_eq(b.lengths[1], ps.chosen[5].len);
+    ck_assert_int_eq(b.lengths[2], ps.rejected[3].len);
+    int labels = 0;
+    for (int t = 0; t < b.seq_len; t++) labels += b.label_mask[2 * b.seq_len + t];
+    ck_assert_int_eq(labels, ps.rejected[3].len - ps.rejected[3].completion_start);
+    batch_free(&b);
+    pair_sequences_free(&ps);
+    pairs_free(&pairs);
+    helpsteer_free(&d);
+    tokenizer_free(tok);
+}
+END_TEST
+
+START_TEST(test_template_error_in_set)
+{
+    Tokenizer *tok = load_tiny();
+    HelpSteerData d;
+    PairSet pairs;
+    load_sample_pairs(&d, &pairs);
+    Error err = { "" };
+    PairSequences ps;
+    ck_assert_int_eq(pair_sequences_build(tok, "Human: {prompt}", 0, &pairs, &ps, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "{raw_prompt}"));
+    pairs_free(&pairs);
+    helpsteer_free(&d);
+    tokenizer_free(tok);
+}
+END_TEST
+
+/* ---- the real Llama 2 tokenizer (skips without ../shared) ---------------- */
+
+static Tokenizer *load_llama(void)
+{
+    if (access(LLAMA_MODEL, R_OK) != 0) {
+        fprintf(stderr, "check_sequences: %s absent; skipping the Llama 2 checks\n", LLAMA_MODEL);
+        return NULL;
+    }
+    Tokenizer *tok;
+    Error err = { "" };
+    ck_assert_msg(tokenizer_load_file(LLAMA_MODEL, &tok, &err) == 0, "%s", err.msg);
+    return tok;
+}
+
+/* The default template on "What is 2+2?"; ids from sentencepiece:
+ * "\n\nHuman:\nWhat is 2+2?\n\nAssistant:\n" + "It is 4." / "Four.". */
+START_TEST(test_llama_pair)
+{
+    Tokenizer *tok = load_llama();
+    if (!tok) return;
+    char *prompt;
+    Error err = { "" };
+    ck_assert_int_eq(prompt_template_apply(DEFAULT_TEMPLATE, "What is 2+2?", &prompt, &err), 0);
+    Sequence c, r;
+    ck_assert_msg(sequence_pair_build(tok, prompt, "It is 4.", "Four.", &c, &r, &err) == 0, "%s", err.msg);
+    static const int32_t cid[] = { 1, 29871, 13, 13, 29950, 7889, 29901, 13, 5618, 338, 29871, 29906, 29974,
+                                   29906, 29973, 13, 13, 7900, 22137, 29901, 13, 3112, 338, 29871, 29946, 29889, 2 };
+    static const int32_t rid[] = { 1, 29871, 13, 13, 29950, 7889, 29901, 13, 5618, 338, 29871, 29906, 29974,
+                                   29906, 29973, 13, 13, 7900, 22137, 29901, 13, 29943, 473, 29889, 2 };
+    assert_ids(&c, cid, 27);
+    assert_ids(&r, rid, 25);
+    /* BOS + the 20 prompt tokens are unlabelled. */
+    ck_assert_int_eq(c.completion_start, 21);
+    ck_assert_int_eq(r.completion_start, 21);
+    Sequence s;
+    ck_assert_int_eq(sequence_sft_build(tok, prompt, "It is 4.", &s, &err), 0);
+    assert_ids(&s, cid, 27);
+    ck_assert_int_eq(s.completion_start, 21);
+    sequence_free(&c);
+    sequence_free(&r);
+    sequence_free(&s);
+    free(prompt);
+    tokenizer_free(tok);
+}
+END_TEST
+
+/* A response that merges with the end of the prompt: "Hello wor" + "ld" is
+ * [▁Hello ▁world], + "k" is [▁Hello ▁work], alone [▁Hello ▁wor].  The label
+ * starts at the first token that differs, so "▁world" is labelled although it
+ * carries prompt characters, exactly as in the seed. */
+START_TEST(test_llama_merge_across_boundary)
+{
+    Tokenizer *tok = load_llama();
+    if (!tok) return;
+    Sequence c, r, s;
+    Error err = { "" };
+    ck_assert_int_eq(sequence_pair_build(tok, "Hello wor", "ld", "k", &c, &r, &err), 0);
+    static const int32_t cid[] = { 1, 15043, 3186, 2 }, rid[] = { 1, 15043, 664, 2 };
+    assert_ids(&c, cid, 4);
+    assert_ids(&r, rid, 4);
+    ck_assert_int_eq(c.completion_start, 2);
+    ck_assert_int_eq(sequence_sft_build(tok, "Hello wor", "ld", &s, &err), 0);
+    assert_ids(&s, cid, 4);
+    ck_assert_int_eq(s.completion_start, 2); /* [▁Hello ▁wor] vs [▁Hello ▁world] */
+    sequence_free(&c);
+    sequence_free(&r);
+    sequence_free(&s);
+    tokenizer_free(tok);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("sequences");
+    TCase *tc = tcase_create("sequences");
+    tcase_add_test(tc, test_template);
+    tcase_add_test(tc, test_batch_padding_and_mask);
+    tcase_add_test(tc, test_batch_pairs_chosen_first);
+    tcase_add_test(tc, test_tiny_pair_and_mask);
+    tcase_add_test(tc, test_tiny_merge_across_boundary);
+    tcase_add_test(tc, test_tiny_identical_responses);
+    tcase_add_test(tc, test_tiny_too_long);
+    tcase_add_test(tc, test_tiny_set_matches_single_builds);
+    tcase_add_test(tc, test_template_error_in_set);
+    tcase_add_test(tc, test_llama_pair);
+    tcase_add_test(tc, test_llama_merge_across_boundary);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
