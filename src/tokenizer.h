@@ -50,7 +50,11 @@ int tokenizer_decode_len(const Tokenizer *tok, const int32_t *ids, size_t n_ids,
  * sentencepiece does; text such as "<s>" is encoded as ordinary characters,
  * never as a control id.  With tokenizer.model, merges follow sentencepiece
  * (piece scores, ties leftmost); with tokenizer.json they follow Hugging
- * Face tokenizers (merge ranks).  For Llama 2 both give the same ids.
+ * Face tokenizers (merge ranks, and its normalizer / Metaspace rules), so
+ * each file gives the ids its own library gives.  A tokenizer.json with
+ * merges in score order, as tokenizer_save_hf writes it, gives Llama 2's
+ * sentencepiece ids; one re-saved by transformers 5 (Metaspace, merges in
+ * vocabulary order) differs on some whitespace, as transformers does.
  * tokenizer_bos_id/eos_id return -1 when the vocabulary has no <s>/</s>. */
 
 /* Writes the tokenizer as a Hugging Face tokenizer.json (plus the
