@@ -18,7 +18,8 @@
 
 /* The checksum is defined over little-endian bytes and arrays are hashed
  * straight from memory. */
-_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoint.c assumes a little-endian host");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "checkpoint.c assumes a little-endian host");
 
 /* ------------------------------------------------------------------ types */
 
@@ -248,12 +249,12 @@ static herr_t collect_detail(unsigned n, const H5E_error2_t *e, void *data)
     return 0;
 }
 
-/* Sets "what (HDF5: detail)" from the current HDF5 error stack; returns -1. */
+/* Sets "what [HDF5: detail]" from the current HDF5 error stack; returns -1. */
 static int h5_error(Error *err, const char *what)
 {
     H5Detail d = {{0}};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_detail, &d);
-    if (d.text[0]) return error_set(err, "%s (HDF5: %s)", what, d.text);
+    if (d.text[0]) return error_set(err, "%s [HDF5: %s]", what, d.text);
     return error_set(err, "%s", what);
 }
 
@@ -284,6 +285,7 @@ static bool name_char_ok(char ch)
  * slashes; slashes only when path is true. */
 static bool name_ok(const char *name, bool path)
 {
+    if (strlen(name) > CKPT_NAME_MAX) return false;
     size_t comp = 0;
     const char *start = name;
     for (const char *p = name;; p++) {
@@ -375,14 +377,17 @@ void ckpt_writer_free(CheckpointWriter *w)
 static int check_array_name(CheckpointWriter *w, const char *name)
 {
     if (!name || !name_ok(name, true))
-        return writer_fail(w, "invalid array name '%s' (components of [A-Za-z0-9_.-] joined by '/')",
-                           name ? name : "(null)");
+        return writer_fail(w,
+                           "invalid array name '%s' (components of [A-Za-z0-9_.-] joined by '/', "
+                           "at most %d characters)",
+                           name ? name : "(null)", CKPT_NAME_MAX);
     for (size_t i = 0; i < w->content.n_arrays; i++) {
         const char *old = w->content.arrays[i].name;
         if (strcmp(old, name) == 0) return writer_fail(w, "array '%s' put twice", name);
         if (name_covers(old, name) || name_covers(name, old))
-            return writer_fail(w, "array names '%s' and '%s' conflict: one would be a group of the other",
-                               old, name);
+            return writer_fail(
+                w, "array names '%s' and '%s' conflict: one would be a group of the other", old,
+                name);
     }
     return 0;
 }
@@ -394,7 +399,8 @@ int ckpt_put(CheckpointWriter *w, const char *name, CkptType t, const void *data
     if (check_array_name(w, name)) return -1;
     if ((unsigned)t > CKPT_U8) return writer_fail(w, "array '%s': unknown type %d", name, (int)t);
     if (ndims < 1 || ndims > CKPT_MAX_DIMS)
-        return writer_fail(w, "array '%s': %d dimensions (1..%d supported)", name, ndims, CKPT_MAX_DIMS);
+        return writer_fail(w, "array '%s': %d dimensions (1..%d supported)", name, ndims,
+                           CKPT_MAX_DIMS);
     Array a = {.type = t, .ndims = ndims, .n = 1};
     for (int d = 0; d < ndims; d++) {
         a.dims[d] = dims[d];
@@ -412,7 +418,8 @@ int ckpt_put(CheckpointWriter *w, const char *name, CkptType t, const void *data
         return writer_fail(w, "array '%s': out of memory", name);
     }
     if (bytes) memcpy(a.data, data, bytes);
-    if (content_add_array(&w->content, &a)) return writer_fail(w, "array '%s': out of memory", name);
+    if (content_add_array(&w->content, &a))
+        return writer_fail(w, "array '%s': out of memory", name);
     return 0;
 }
 
@@ -448,19 +455,23 @@ static int put_attr(CheckpointWriter *w, const char *name, Attr *a)
 {
     if (!name || !name_ok(name, false)) {
         free(a->s);
-        return writer_fail(w, "invalid attribute name '%s' (one component of [A-Za-z0-9_.-])",
-                           name ? name : "(null)");
+        return writer_fail(
+            w,
+            "invalid attribute name '%s' (one component of [A-Za-z0-9_.-], at most %d characters)",
+            name ? name : "(null)", CKPT_NAME_MAX);
     }
     if (reserved_attr(name) || find_attr(&w->content, name)) {
         free(a->s);
-        return writer_fail(w, "attribute '%s' %s", name, reserved_attr(name) ? "is reserved" : "set twice");
+        return writer_fail(w, "attribute '%s' %s", name,
+                           reserved_attr(name) ? "is reserved" : "set twice");
     }
     a->name = strdup(name);
     if (!a->name) {
         free(a->s);
         return writer_fail(w, "attribute '%s': out of memory", name);
     }
-    if (content_add_attr(&w->content, a)) return writer_fail(w, "attribute '%s': out of memory", name);
+    if (content_add_attr(&w->content, a))
+        return writer_fail(w, "attribute '%s': out of memory", name);
     return 0;
 }
 
@@ -497,7 +508,7 @@ typedef struct {
 
 static int ensure_groups(hid_t fid, const char *name, const CreateProps *cp, Error *err)
 {
-    char prefix[1024];
+    char prefix[CKPT_NAME_MAX + 1];
     for (const char *p = strchr(name, '/'); p; p = strchr(p + 1, '/')) {
         size_t len = (size_t)(p - name);
         if (len >= sizeof prefix) return error_set(err, "array name '%s' too long", name);
@@ -524,8 +535,8 @@ static int write_array(hid_t fid, const Array *a, const CreateProps *cp, Error *
     for (int d = 0; d < a->ndims; d++) dims[d] = a->dims[d];
     hid_t space = H5Screate_simple(a->ndims, dims, NULL);
     hid_t dset = space < 0 ? -1
-                           : H5Dcreate2(fid, a->name, file_type(a->type), space, H5P_DEFAULT, cp->dcpl,
-                                        H5P_DEFAULT);
+                           : H5Dcreate2(fid, a->name, file_type(a->type), space, H5P_DEFAULT,
+                                        cp->dcpl, H5P_DEFAULT);
     int rc = 0;
     if (dset < 0) {
         rc = h5_error(err, "creating dataset");
@@ -556,8 +567,8 @@ static hid_t string_type(const char *s)
 }
 
 /* A scalar attribute on the root group. */
-static int write_scalar_attr(hid_t fid, const char *name, hid_t ftype, hid_t mtype, const void *value,
-                             Error *err)
+static int write_scalar_attr(hid_t fid, const char *name, hid_t ftype, hid_t mtype,
+                             const void *value, Error *err)
 {
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t attr = space < 0 ? -1 : H5Acreate2(fid, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
@@ -714,7 +725,8 @@ static int type_of_dataset(hid_t dset, const char *name, CkptType *t, Error *err
     else if (cls == H5T_INTEGER && size == 8 && sign == H5T_SGN_2) *t = CKPT_I64;
     else if (cls == H5T_INTEGER && size == 8 && sign == H5T_SGN_NONE) *t = CKPT_U64;
     else if (cls == H5T_INTEGER && size == 1 && sign == H5T_SGN_NONE) *t = CKPT_U8;
-    else return error_set(err, "array '%s' has an unsupported type (f32 f64 i64 u64 u8 only)", name);
+    else
+        return error_set(err, "array '%s' has an unsupported type (f32 f64 i64 u64 u8 only)", name);
     return 0;
 }
 
@@ -768,8 +780,10 @@ static int read_group(hid_t gid, const char *prefix, Content *c, Error *err);
 static int read_link(hid_t gid, const char *link, const char *full, Content *c, Error *err)
 {
     H5L_info_t li;
-    if (H5Lget_info(gid, link, &li, H5P_DEFAULT) < 0) return read_fail(err, "object", full, "is unreadable");
-    if (li.type != H5L_TYPE_HARD) return error_set(err, "object '%s' is a link, not an array or group", full);
+    if (H5Lget_info(gid, link, &li, H5P_DEFAULT) < 0)
+        return read_fail(err, "object", full, "is unreadable");
+    if (li.type != H5L_TYPE_HARD)
+        return error_set(err, "object '%s' is a link, not an array or group", full);
     hid_t oid = H5Oopen(gid, link, H5P_DEFAULT);
     if (oid < 0) return read_fail(err, "object", full, "is unreadable");
     int rc;
@@ -787,12 +801,15 @@ static int read_group(hid_t gid, const char *prefix, Content *c, Error *err)
     if (H5Gget_info(gid, &info) < 0)
         return read_fail(err, "group", prefix[0] ? prefix : "/", "is unreadable");
     for (hsize_t i = 0; i < info.nlinks; i++) {
-        char link[512], full[1100];
+        char link[CKPT_NAME_MAX + 2], full[CKPT_NAME_MAX + 2];
         ssize_t len = H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, i, link, sizeof link,
                                          H5P_DEFAULT);
-        if (len < 0) return read_fail(err, "group", prefix[0] ? prefix : "/", "has an unreadable member");
-        if ((size_t)len >= sizeof link) return error_set(err, "a member of group '%s' has too long a name", prefix);
-        snprintf(full, sizeof full, "%s%s%s", prefix, prefix[0] ? "/" : "", link);
+        if (len < 0)
+            return read_fail(err, "group", prefix[0] ? prefix : "/", "has an unreadable member");
+        int n = snprintf(full, sizeof full, "%s%s%s", prefix, prefix[0] ? "/" : "", link);
+        if ((size_t)len >= sizeof link || n < 0 || (size_t)n > CKPT_NAME_MAX)
+            return error_set(err, "a member of group '%s' has a name longer than %d characters",
+                             prefix[0] ? prefix : "/", CKPT_NAME_MAX);
         if (read_link(gid, link, full, c, err)) return -1;
     }
     return 0;
@@ -836,7 +853,9 @@ typedef struct {
 static int read_user_attr(hid_t attr, hid_t ft, Attr *a)
 {
     switch (H5Tget_class(ft)) {
-    case H5T_INTEGER: a->kind = ATTR_I64; return H5Aread(attr, H5T_NATIVE_INT64, &a->i) < 0 ? -1 : 0;
+    case H5T_INTEGER:
+        a->kind = ATTR_I64;
+        return H5Aread(attr, H5T_NATIVE_INT64, &a->i) < 0 ? -1 : 0;
     case H5T_FLOAT: a->kind = ATTR_F64; return H5Aread(attr, H5T_NATIVE_DOUBLE, &a->f) < 0 ? -1 : 0;
     case H5T_STRING: a->kind = ATTR_STR; return read_string_attr(attr, ft, &a->s);
     default: return 1;
@@ -862,8 +881,10 @@ static int read_attr_value(hid_t attr, const char *name, AttrScan *s)
     }
     Attr a = {0};
     int rc = read_user_attr(attr, ft, &a);
-    if (rc < 0) read_fail(s->err, "attribute", name, "is unreadable"); /* before H5Tclose clears it */
-    if (rc > 0) error_set(s->err, "attribute '%s' has an unsupported type (i64 f64 str only)", name);
+    if (rc < 0)
+        read_fail(s->err, "attribute", name, "is unreadable"); /* before H5Tclose clears it */
+    if (rc > 0)
+        error_set(s->err, "attribute '%s' has an unsupported type (i64 f64 str only)", name);
     H5Tclose(ft);
     if (rc) {
         free(a.s);
@@ -874,7 +895,8 @@ static int read_attr_value(hid_t attr, const char *name, AttrScan *s)
         free(a.s);
         return error_set(s->err, "attribute '%s': out of memory", name);
     }
-    if (content_add_attr(s->content, &a)) return error_set(s->err, "attribute '%s': out of memory", name);
+    if (content_add_attr(s->content, &a))
+        return error_set(s->err, "attribute '%s': out of memory", name);
     return 0;
 }
 
@@ -930,7 +952,8 @@ static int check_format(const Content *c, Error *err)
     const Attr *f = find_attr(c, "format");
     if (!f) return error_set(err, "not a modpo checkpoint (attribute 'format' missing)");
     if (f->kind != ATTR_STR || strcmp(f->s, CKPT_FORMAT_NAME) != 0)
-        return error_set(err, "not a modpo checkpoint (attribute 'format' is not \"%s\")", CKPT_FORMAT_NAME);
+        return error_set(err, "not a modpo checkpoint (attribute 'format' is not \"%s\")",
+                         CKPT_FORMAT_NAME);
     const Attr *v = find_attr(c, "format_version");
     if (!v || v->kind != ATTR_I64)
         return error_set(err, "attribute 'format_version' missing or not an integer");
@@ -966,7 +989,8 @@ Checkpoint *ckpt_open(const char *path, Error *err)
         content_sort(&c->content);
         uint32_t computed = content_checksum(&c->content);
         if (computed != c->checksum)
-            rc = error_set(e, "checksum mismatch (stored %08x, computed %08x)", c->checksum, computed);
+            rc = error_set(e, "checksum mismatch: stored %08x, computed %08x", c->checksum,
+                           computed);
     }
     if (rc) {
         error_prefix(e, "%s: ", path);
@@ -1001,7 +1025,10 @@ const char *ckpt_array_name(const Checkpoint *c, size_t i)
     return i < c->content.n_arrays ? c->content.arrays[i].name : NULL;
 }
 
-int ckpt_has(const Checkpoint *c, const char *name) { return find_array(&c->content, name) != NULL; }
+int ckpt_has(const Checkpoint *c, const char *name)
+{
+    return find_array(&c->content, name) != NULL;
+}
 
 static const Array *need_array(const Checkpoint *c, const char *name, Error *err)
 {
@@ -1022,13 +1049,14 @@ int ckpt_info(const Checkpoint *c, const char *name, CkptType *t, size_t *n, int
     return 0;
 }
 
-int ckpt_get(const Checkpoint *c, const char *name, CkptType t, void *dst, size_t n_expected, Error *err)
+int ckpt_get(const Checkpoint *c, const char *name, CkptType t, void *dst, size_t n_expected,
+             Error *err)
 {
     const Array *a = need_array(c, name, err);
     if (!a) return -1;
     if (a->type != t)
-        return error_set(err, "%s: array '%s' is %s, expected %s", c->path, name, ckpt_type_name(a->type),
-                         ckpt_type_name(t));
+        return error_set(err, "%s: array '%s' is %s, expected %s", c->path, name,
+                         ckpt_type_name(a->type), ckpt_type_name(t));
     if (a->n != n_expected)
         return error_set(err, "%s: array '%s' has %zu elements, expected %zu", c->path, name, a->n,
                          n_expected);
@@ -1057,7 +1085,10 @@ int ckpt_get_u8(const Checkpoint *c, const char *name, uint8_t *dst, size_t n, E
     return ckpt_get(c, name, CKPT_U8, dst, n, err);
 }
 
-int ckpt_has_attr(const Checkpoint *c, const char *name) { return find_attr(&c->content, name) != NULL; }
+int ckpt_has_attr(const Checkpoint *c, const char *name)
+{
+    return find_attr(&c->content, name) != NULL;
+}
 
 static const Attr *need_attr(const Checkpoint *c, const char *name, AttrKind kind, Error *err)
 {
@@ -1067,8 +1098,8 @@ static const Attr *need_attr(const Checkpoint *c, const char *name, AttrKind kin
         return NULL;
     }
     if (a->kind != kind) {
-        error_set(err, "%s: attribute '%s' is %s, expected %s", c->path, name, ATTR_KIND_NAME[a->kind],
-                  ATTR_KIND_NAME[kind]);
+        error_set(err, "%s: attribute '%s' is %s, expected %s", c->path, name,
+                  ATTR_KIND_NAME[a->kind], ATTR_KIND_NAME[kind]);
         return NULL;
     }
     return a;

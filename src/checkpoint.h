@@ -22,8 +22,9 @@
  *     ckpt_close(c);
  *
  * Names: array names are paths of components [A-Za-z0-9_.-]+ separated by
- * '/', which become HDF5 groups ("lora/params" is dataset "params" in group
- * "lora"); a name cannot be both an array and a group.  Attribute names are
+ * '/', at most CKPT_NAME_MAX characters; the slashes become HDF5 groups
+ * ("lora/params" is dataset "params" in group "lora"), and a name cannot be
+ * both an array and a group.  Attribute names are
  * one component and live on the root group; "format", "format_version" and
  * "checksum" are reserved. */
 #ifndef MODPO_CHECKPOINT_H
@@ -37,6 +38,7 @@
 #define CKPT_FORMAT_NAME "modpo-checkpoint"
 #define CKPT_FORMAT_VERSION 1
 #define CKPT_MAX_DIMS 8
+#define CKPT_NAME_MAX 255 /* characters in a full array or attribute name */
 
 typedef enum { CKPT_F32, CKPT_F64, CKPT_I64, CKPT_U64, CKPT_U8 } CkptType;
 

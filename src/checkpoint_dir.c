@@ -140,10 +140,12 @@ int ckdir_get_best(const char *dir, int64_t *step, Error *err)
     char *text;
     size_t n;
     if (fs_read_file(path, &text, &n, err)) return -1;
-    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' ')) text[--n] = '\0';
-    int rc = ckdir_parse_name(text, step)
-                 ? 0
-                 : error_set(err, "%s: expected one checkpoint file name, found \"%.80s\"", path, text);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' '))
+        text[--n] = '\0';
+    int rc =
+        ckdir_parse_name(text, step)
+            ? 0
+            : error_set(err, "%s: expected one checkpoint file name, found \"%.80s\"", path, text);
     free(text);
     return rc;
 }
@@ -189,7 +191,8 @@ int ckdir_save(const char *dir, int64_t step, const CheckpointWriter *w, int sav
 
 /* Appends printf-style text to a bounded buffer, truncating silently: the
  * warning is for a person, the decision is made on the step. */
-__attribute__((format(printf, 3, 4))) static void append(char *buf, size_t cap, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void append(char *buf, size_t cap, const char *fmt,
+                                                         ...)
 {
     if (!buf || cap == 0) return;
     size_t len = strnlen(buf, cap - 1);
@@ -271,8 +274,7 @@ int ckdir_remove_leftovers(const char *dir, int *n_removed, Error *err)
         if (!is_leftover(e->d_name)) continue;
         if (unlinkat(dirfd(d), e->d_name, 0) != 0 && errno != ENOENT)
             rc = error_set_errno(err, "remove %s/%s", dir, e->d_name);
-        else if (n_removed)
-            (*n_removed)++;
+        else if (n_removed) (*n_removed)++;
     }
     closedir(d);
     return rc;

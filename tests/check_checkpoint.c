@@ -48,7 +48,8 @@ static void join(char *out, const char *dir, const char *name)
 }
 
 #define CK_ASSERT_HAS(haystack, needle)                                                            \
-    ck_assert_msg(strstr((haystack), (needle)) != NULL, "\"%s\" not in \"%s\"", (needle), (haystack))
+    ck_assert_msg(strstr((haystack), (needle)) != NULL, "\"%s\" not in \"%s\"", (needle),          \
+                  (haystack))
 
 /* A small trainer-like checkpoint whose values depend on step. */
 static CheckpointWriter *sample(int64_t step)
@@ -237,8 +238,8 @@ START_TEST(round_trip_every_type)
     ck_assert_uint_eq(dims[0], 0);
 
     /* Arrays are listed in name order. */
-    const char *names[] = {"bytes", "data/order", "empty", "lora/layers.0/q_proj/A", "opt/f32",
-                           "opt/f64", "rng/state"};
+    const char *names[] = {"bytes",   "data/order", "empty",    "lora/layers.0/q_proj/A",
+                           "opt/f32", "opt/f64",    "rng/state"};
     ck_assert_uint_eq(ckpt_n_arrays(c), 7);
     for (size_t i = 0; i < 7; i++) ck_assert_str_eq(ckpt_array_name(c, i), names[i]);
     ck_assert_ptr_null(ckpt_array_name(c, 7));
@@ -454,7 +455,8 @@ START_TEST(tampered_content_is_named)
     f = reopen_rw(path);
     hsize_t dim = 3;
     hid_t space = H5Screate_simple(1, &dim, NULL);
-    hid_t d = H5Dcreate2(f, "lora/extra", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t d =
+        H5Dcreate2(f, "lora/extra", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     ck_assert_int_ge(d, 0);
     H5Dclose(d);
     H5Sclose(space);
@@ -528,10 +530,14 @@ START_TEST(checkpoint_names)
     ck_assert_int_eq(step, 300);
     ck_assert(ckdir_parse_name("checkpoint-123456789.h5", &step));
     ck_assert_int_eq(step, 123456789);
-    const char *not_names[] = {"checkpoint-300.h5",           "checkpoint-000000300.h5",
-                               "checkpoint-00000300.h5.tmp-1", "checkpoint-0000030a.h5",
-                               "checkpoint-00000300.h5~",      "Checkpoint-00000300.h5",
-                               "checkpoint-00000300",          "best"};
+    const char *not_names[] = {"checkpoint-300.h5",
+                               "checkpoint-000000300.h5",
+                               "checkpoint-00000300.h5.tmp-1",
+                               "checkpoint-0000030a.h5",
+                               "checkpoint-00000300.h5~",
+                               "Checkpoint-00000300.h5",
+                               "checkpoint-00000300",
+                               "best"};
     for (size_t i = 0; i < sizeof not_names / sizeof *not_names; i++)
         ck_assert_msg(!ckdir_parse_name(not_names[i], &step), "%s accepted", not_names[i]);
 }
@@ -656,7 +662,8 @@ START_TEST(corrupt_newest_falls_back_to_previous)
     ck_assert_int_eq(step, 200);
     ck_assert_int_eq(step_of(c), 200);
     ckpt_close(c);
-    ck_assert_msg(strncmp(warn, "checkpoint-00000300.h5 is corrupt (checksum mismatch", 52) == 0, "%s", warn);
+    ck_assert_msg(strncmp(warn, "checkpoint-00000300.h5 is corrupt (checksum mismatch", 52) == 0,
+                  "%s", warn);
     const char *tail = "); using checkpoint-00000200.h5";
     ck_assert_str_eq(warn + strlen(warn) - strlen(tail), tail);
 
@@ -667,7 +674,8 @@ START_TEST(corrupt_newest_falls_back_to_previous)
     ck_assert_int_eq(rename(cut, p), 0);
     ck_assert_int_eq(ckdir_find_latest_valid(dir, &step, NULL, warn, sizeof warn, &err), 0);
     ck_assert_int_eq(step, 100);
-    ck_assert_msg(strncmp(warn, "checkpoint-00000300.h5 is corrupt (checksum mismatch", 52) == 0, "%s", warn);
+    ck_assert_msg(strncmp(warn, "checkpoint-00000300.h5 is corrupt (checksum mismatch", 52) == 0,
+                  "%s", warn);
     CK_ASSERT_HAS(warn, "; checkpoint-00000200.h5 is corrupt (");
     tail = "; using checkpoint-00000100.h5";
     ck_assert_str_eq(warn + strlen(warn) - strlen(tail), tail);
@@ -842,7 +850,7 @@ START_TEST(directory_helpers)
     ck_assert_msg(fs_remove_tree(p, &err) == 0, "%s", err.msg);
     ck_assert(!fs_exists(p));
     ck_assert(fs_exists(kept));
-    ck_assert_int_eq(fs_remove_tree(p, &err), 0); /* already gone: fine */
+    ck_assert_int_eq(fs_remove_tree(p, &err), 0);    /* already gone: fine */
     ck_assert_int_eq(fs_remove_tree(kept, &err), 0); /* a plain file too */
     ck_assert(!fs_exists(kept));
     ck_assert_int_eq(fs_dir_is_empty(outside, &empty, &err), 0);
