@@ -74,6 +74,24 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libmodpo.a
 test: $(BIN) $(TEST_BINS)
 	@sh tools/run_tests.sh $(TEST_BINS)
 
+# CUDA-only: tests/cuda/ compares the CUDA backend with the CPU one on a GPU
+# machine.  `make CUDA=1 cuda-test-bins` builds them (no GPU needed);
+# `make CUDA=1 test-cuda` builds and runs them (see docs/cuda.md).
+ifeq ($(CUDA),1)
+CUDA_TEST_BINS := $(patsubst tests/cuda/%.c,$(BUILD)/tests/cuda/%,$(wildcard tests/cuda/check_*.c))
+
+$(BUILD)/tests/cuda/%: tests/cuda/%.c $(BUILD)/libmodpo.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmodpo.a $(LDLIBS)
+
+.PHONY: cuda-test-bins test-cuda
+cuda-test-bins: $(BIN) $(CUDA_TEST_BINS)
+
+# check_cuda_torch needs a reference folder (tests/cuda/run_torch_check.sh makes it).
+test-cuda: cuda-test-bins
+	$(BUILD)/tests/cuda/check_cuda_backend
+endif
+
 deps:
 	sh tools/install_deps.sh
 

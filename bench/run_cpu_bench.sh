@@ -1,8 +1,9 @@
 #!/bin/sh
 # CPU training-step benchmark: the modpo CPU backend (bench/cpu_step.c) and
-# the same step in PyTorch (bench/torch_cpu_step.py), one after the other in
-# one run, for the tiny shape and the ~100M shape.  Results: one JSON line per
-# run on stdout (copy them into bench/README.md with the machine).
+# the same step in PyTorch (bench/torch_cpu_step.py; as the seed runs it, and
+# with logits only where labels are), one after the other in one run, for the
+# tiny shape and the ~100M shape.  Results: one JSON line per run on stdout
+# (copy them into bench/README.md with the machine).
 #
 #   sh bench/run_cpu_bench.sh [python]      (default /work/venv/bin/python)
 #
@@ -30,6 +31,9 @@ for shape in tiny 100m; do
     [ "$shape" = 100m ] && steps=3
     ./build/bench/cpu_step --shape $shape --batch $BATCH --seq $SEQ \
         --completion $COMPLETION --steps $steps --warmup 1
-    "$PY" bench/torch_cpu_step.py --shape $shape --batch $BATCH --seq $SEQ \
-        --completion $COMPLETION --steps $steps --warmup 1 --threads $THREADS
+    for keep in "" --logits-to-keep; do
+        "$PY" bench/torch_cpu_step.py --shape $shape --batch $BATCH --seq $SEQ \
+            --completion $COMPLETION --steps $steps --warmup 1 --threads $THREADS $keep \
+            2>/dev/null
+    done
 done

@@ -85,8 +85,11 @@ typedef struct {
      * out_logps[s] = sum over t with label_mask[t] of
      *                log_softmax(logits[s, t-1])[tokens[s, t]]
      * for every sequence s of the batch, under adapter `a` (NULL: base).
-     * With keep_for_backward the backend keeps what backward needs for this
-     * batch; that replaces anything kept before. */
+     * Labels need 1 <= t < lengths[s]; padding never influences real
+     * positions.  With keep_for_backward the backend keeps what backward
+     * needs for this batch (replacing anything kept before); a call without
+     * it leaves a kept forward alone, so reference or margin logps can be
+     * computed between a policy's logps and its backward. */
     int (*logps)(Backend *b, BackendAdapter *a, const Batch *batch, float *out_logps,
                  int keep_for_backward, Error *err);
     /* After logps(a, batch, keep=1): adds d(sum_s dlogps[s]*logp_s)/d(params)

@@ -55,6 +55,67 @@ bool ckdir_parse_name(const char *name, int64_t *step)
     return true;
 }
 
+#define SHARD_FMT PREFIX "%08lld-shard-%05d-of-%05d" SUFFIX
+
+int ckdir_shard_path(char *out, size_t cap, const char *dir, int64_t step, int rank, int n_shards,
+                     Error *err)
+{
+    if (step < 0 || rank < 0 || rank >= n_shards || n_shards > 99999)
+        return error_set(err, "checkpoint shard %d of %d at step %lld does not exist", rank, n_shards,
+                         (long long)step);
+    int n = snprintf(out, cap, "%s/" SHARD_FMT, dir, (long long)step, rank, n_shards);
+    if (n < 0 || (size_t)n >= cap) return error_set(err, "%s: path too long", dir);
+    return 0;
+}
+
+bool ckdir_parse_shard_name(const char *name, int64_t *step, int *rank, int *n_shards)
+{
+    long long st;
+    int r, n, end = -1;
+    if (sscanf(name, PREFIX "%lld-shard-%d-of-%d" SUFFIX "%n", &st, &r, &n, &end) != 3 || end < 0 ||
+        name[end] != '\0')
+        return false;
+    char canon[128];
+    if (st < 0 || r < 0 || r >= n || n > 99999) return false;
+    snprintf(canon, sizeof canon, SHARD_FMT, st, r, n);
+    if (strcmp(canon, name) != 0) return false;
+    *step = st;
+    *rank = r;
+    *n_shards = n;
+    return true;
+}
+
+/* Removes DIR's shard files of `step` (every one when step < 0 and
+ * orphans_only: those whose index is missing). */
+static int remove_shards(const char *dir, int64_t step, bool orphans_only, int *n_removed, Error *err)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        return error_set_errno(err, "open directory %s", dir);
+    }
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        int64_t s;
+        int r, n;
+        if (!ckdir_parse_shard_name(e->d_name, &s, &r, &n)) continue;
+        if (orphans_only) {
+            char index[64];
+            struct stat st;
+            if (ckdir_file_name(index, sizeof index, s, err)) { rc = -1; break; }
+            if (fstatat(dirfd(d), index, &st, 0) == 0) continue;
+        } else if (s != step) {
+            continue;
+        }
+        if (unlinkat(dirfd(d), e->d_name, 0) != 0 && errno != ENOENT)
+            rc = error_set_errno(err, "remove %s/%s", dir, e->d_name);
+        else if (n_removed) (*n_removed)++;
+    }
+    closedir(d);
+    return rc;
+}
+
 static int cmp_desc(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -155,7 +216,7 @@ static int remove_checkpoint(const char *dir, int64_t step, Error *err)
     char path[PATH_MAX];
     if (ckdir_path(path, sizeof path, dir, step, err)) return -1;
     if (unlink(path) != 0 && errno != ENOENT) return error_set_errno(err, "remove %s", path);
-    return 0;
+    return remove_shards(dir, step, false, NULL, err);
 }
 
 int ckdir_prune(const char *dir, int save_total_limit, Error *err)
@@ -250,14 +311,16 @@ int ckdir_find_latest_valid(const char *dir, int64_t *step, Checkpoint **ckpt, c
 static bool is_leftover(const char *name)
 {
     const char *tmp = strstr(name, ".tmp-");
-    if (!tmp || tmp[5] == '\0' || tmp - name >= 64) return false;
+    if (!tmp || tmp[5] == '\0' || tmp - name >= 128) return false;
     for (const char *p = tmp + 5; *p; p++)
         if (*p < '0' || *p > '9') return false;
-    char base[64];
+    char base[128];
     memcpy(base, name, (size_t)(tmp - name));
     base[tmp - name] = '\0';
     int64_t step;
-    return strcmp(base, BEST_FILE) == 0 || ckdir_parse_name(base, &step);
+    int r, n;
+    return strcmp(base, BEST_FILE) == 0 || ckdir_parse_name(base, &step) ||
+           ckdir_parse_shard_name(base, &step, &r, &n);
 }
 
 int ckdir_remove_leftovers(const char *dir, int *n_removed, Error *err)
@@ -277,5 +340,6 @@ int ckdir_remove_leftovers(const char *dir, int *n_removed, Error *err)
         else if (n_removed) (*n_removed)++;
     }
     closedir(d);
+    if (rc == 0) rc = remove_shards(dir, -1, true, n_removed, err);
     return rc;
 }

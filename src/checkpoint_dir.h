@@ -21,6 +21,18 @@
 #include "checkpoint.h"
 #include "error.h"
 
+/* Sharded checkpoints (docs/checkpoint-format.md): the optimizer state of
+ * a data-parallel run is written by every rank as
+ *     DIR/checkpoint-00000200-shard-00001-of-00004.h5
+ * and the index DIR/checkpoint-00000200.h5 (written last, by rank 0) lists
+ * their checksums.  Only the index is a listed checkpoint: shards without
+ * an index are the remains of an interrupted save and are removed by
+ * ckdir_remove_leftovers; pruning a step removes its shards with it. */
+int ckdir_shard_path(char *out, size_t cap, const char *dir, int64_t step, int rank, int n_shards,
+                     Error *err);
+/* True when name is exactly a shard file name. */
+bool ckdir_parse_shard_name(const char *name, int64_t *step, int *rank, int *n_shards);
+
 /* "checkpoint-00000100.h5" */
 int ckdir_file_name(char *out, size_t cap, int64_t step, Error *err);
 /* "DIR/checkpoint-00000100.h5" */
@@ -60,7 +72,8 @@ int ckdir_find_latest_valid(const char *dir, int64_t *step, Checkpoint **ckpt, c
                             size_t warn_cap, Error *err);
 
 /* Removes the temporary files of interrupted writes ("*.tmp-<pid>" of a
- * checkpoint or of the best marker); *n_removed may be NULL.  Call it when
+ * checkpoint, a shard or the best marker) and shards whose index is
+ * missing; *n_removed may be NULL.  Call it when
  * a stage starts, before anything writes into DIR. */
 int ckdir_remove_leftovers(const char *dir, int *n_removed, Error *err);
 

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "dist/dist_world.h"
 #include "run_layout.h"
 #include "stages.h"
 
@@ -17,7 +18,10 @@ typedef struct {
 static const char common_options[] =
     "  --set key=value     override a configuration key (repeatable)\n"
     "  --force             continue a stage whose critical settings changed\n"
-    "  --quiet             no progress lines\n";
+    "  --quiet             no progress lines\n"
+    "  --recompute-frozen  (testing) recompute the frozen reference/margin passes every batch\n"
+    "  --precompute-only   (modpo) only compute the cached reference/margin logps\n"
+    "Under mpirun/srun every stage runs on all ranks (see docs/distributed.md).\n";
 
 /* Parses the options every stage command shares; *model for generate. */
 static int parse_options(const CliArgs *args, StageOptions *o, const char **model, const char *cmd)
@@ -27,6 +31,8 @@ static int parse_options(const CliArgs *args, StageOptions *o, const char **mode
         const char *a = args->rest[i];
         if (strcmp(a, "--force") == 0) o->force = true;
         else if (strcmp(a, "--quiet") == 0) o->quiet = true;
+        else if (strcmp(a, "--recompute-frozen") == 0) o->recompute_frozen = true;
+        else if (strcmp(a, "--precompute-only") == 0) o->precompute_only = true;
         else if (strcmp(a, "--stop-after-step") == 0 && i + 1 < args->n_rest) o->stop_after_step = atol(args->rest[++i]);
         else if (model && strcmp(a, "--model") == 0 && i + 1 < args->n_rest) *model = args->rest[++i];
         else {
@@ -54,8 +60,20 @@ static int run_command(int argc, char **argv, const char *usage, bool takes_mode
         const char *model = NULL;
         rc = parse_options(&args, &o, takes_model ? &model : NULL, argv[0]);
         Error err;
-        if (rc == 0 && fn(cfg, &o, model, &err)) {
-            fprintf(stderr, "modpo %s: %s\n", argv[0], err.msg);
+        DistComm world;
+        /* MPI is initialised by main; without it (a caller that did not)
+         * the stage runs as one process. */
+        if (rc == 0 && dist_comm_world(&world, &err) == 0) o.comm = &world;
+        /* Testing (tests/check_dist.c): this rank fails at once while the
+         * others go on into the stage, to show the job aborts, not hangs. */
+        const char *inject = getenv("MODPO_TEST_FAIL_RANK");
+        bool fail_here = inject && *inject && atoi(inject) == dist_rank(o.comm);
+        if (rc == 0 && fail_here)
+            error_set(&err, "injected failure (MODPO_TEST_FAIL_RANK=%s)", inject);
+        if (rc == 0 && (fail_here || fn(cfg, &o, model, &err))) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "modpo %s", argv[0]);
+            dist_fail(prefix, err.msg, 1); /* aborts the job when other ranks run */
             rc = 1;
         }
     }
@@ -72,9 +90,8 @@ static int do_score(const Config *c, const StageOptions *o, const char *m, Error
 static int do_modpo(const Config *c, const StageOptions *o, const char *m, Error *e)
 {
     (void)m;
-    for (int i = 0; i < c->n_w; i++)
-        if (stage_modpo(c, c->w[i], o, e)) return -1;
-    return 0;
+    if (o->precompute_only) return stage_modpo_precompute(c, o, e);
+    return stage_modpo_grid(c, o, e);
 }
 
 static int do_generate(const Config *c, const StageOptions *o, const char *m, Error *e)
@@ -92,7 +109,7 @@ static int do_generate(const Config *c, const StageOptions *o, const char *m, Er
 static int do_pipeline(const Config *c, const StageOptions *o, const char *m, Error *e)
 {
     (void)m;
-    return stage_ensure_base_model(c, e) || stage_sft(c, o, e) || stage_dpo(c, o, e) ||
+    return stage_sft(c, o, e) || stage_dpo(c, o, e) ||
            stage_check_margin(c, o, e) || do_modpo(c, o, NULL, e) || do_generate(c, o, NULL, e) ||
            stage_score(c, o, e) ? -1 : 0;
 }

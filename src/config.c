@@ -75,6 +75,7 @@ void conf_defaults(Config *c)
     c->top_k = 50;
     c->top_p = 1.0;
     c->repetition_penalty = 1.0;
+    c->dist_ranks_per_w = 0;
     strcpy(c->source, "defaults");
 }
 

@@ -89,6 +89,9 @@ typedef struct {
     double repetition_penalty;
     int no_repeat_ngram_size;
 
+    /* dist (MPI runs; docs/distributed.md) */
+    int dist_ranks_per_w;   /* ranks that train one w together; 0: automatic */
+
     /* where each key came from, for messages and for strict mode */
     char source[CONFIG_STR_MAX];
     unsigned char explicit_keys[256]; /* indexed by schema position */

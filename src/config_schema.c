@@ -90,6 +90,9 @@ const KeySpec config_schema[] = {
     FLOAT_KEY("generate.repetition_penalty", repetition_penalty, 0, BIG, 1, 0, 0,
               "Hugging Face repetition penalty (1: off)"),
     INT_KEY("generate.no_repeat_ngram_size", no_repeat_ngram_size, 0, 0, "forbid repeating n-grams of this size (0: off)"),
+
+    INT_KEY("dist.ranks_per_w", dist_ranks_per_w, 0, 0,
+            "MPI ranks that train one MODPO w together (0: automatic from the ranks and the grid)"),
 };
 
 const size_t config_schema_len = sizeof config_schema / sizeof config_schema[0];

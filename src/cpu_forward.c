@@ -133,7 +133,6 @@ static void attn_bind(const LlamaConfig *c, const CpuRows *rows, KvCache *kv, in
 
 static void add_into(size_t n, float *x, const float *y)
 {
-#pragma omp parallel for schedule(static) if (n > 8192)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 

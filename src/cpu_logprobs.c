@@ -51,24 +51,70 @@ static void head_matmul(const LlamaModel *m, int n, const float *hn, float *logi
                 m->weights.lm_head, d, 0.0f, logits, v);
 }
 
-/* dhn[i] = W[target_i] - p_i^T W for the chunk's rows; p overwrites logits. */
-static void logp_direction(const LlamaModel *m, int nc, const int32_t *target, const float *lse,
-                           float *logits, float *dhn)
+/* dhn[i] = W[target_i] - p_i^T W for the chunk's rows, p already in probs. */
+static void logp_direction(const LlamaModel *m, int nc, const int32_t *target,
+                           const float *probs, float *dhn)
 {
     int d = m->config.hidden_size, v = m->config.vocab_size;
     const float *w = m->weights.lm_head;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < nc; i++) {
-        float *lg = logits + (size_t)i * v;
-        for (int j = 0; j < v; j++) lg[j] = expf(lg[j] - lse[i]);
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nc, d, v, -1.0f, logits, v, w, d,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nc, d, v, -1.0f, probs, v, w, d,
                 0.0f, dhn, d);
     for (int i = 0; i < nc; i++) {
         const float *wt = w + (size_t)target[i] * d;
         float *g = dhn + (size_t)i * d;
         for (int j = 0; j < d; j++) g[j] += wt[j];
     }
+}
+
+/* Largest of v >= 1 floats; four running maxima keep the loop free of one
+ * long compare chain. */
+static float row_max(const float *x, int v)
+{
+    float m0 = x[0], m1 = x[0], m2 = x[0], m3 = x[0];
+    int j = 0;
+    for (; j + 4 <= v; j += 4) {
+        m0 = x[j] > m0 ? x[j] : m0;
+        m1 = x[j + 1] > m1 ? x[j + 1] : m1;
+        m2 = x[j + 2] > m2 ? x[j + 2] : m2;
+        m3 = x[j + 3] > m3 ? x[j + 3] : m3;
+    }
+    for (; j < v; j++) m0 = x[j] > m0 ? x[j] : m0;
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    return m2 > m0 ? m2 : m0;
+}
+
+/* x[j] <- exp(x[j] - mx); returns their sum, in double.  Four partial sums,
+ * for the same reason as row_max. */
+static double row_exp_sum(float *x, int v, float mx)
+{
+    for (int j = 0; j < v; j++) x[j] = expf(x[j] - mx);
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    int j = 0;
+    for (; j + 4 <= v; j += 4) {
+        s0 += x[j];
+        s1 += x[j + 1];
+        s2 += x[j + 2];
+        s3 += x[j + 3];
+    }
+    for (; j < v; j++) s0 += x[j];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* One row: its label's log-prob and log-sum-exp; the row is overwritten by
+ * its exps and, with probs, by softmax(row). */
+static float row_logp(float *lg, int v, int target, float *lse, int probs)
+{
+    float mx = row_max(lg, v);
+    float shifted = lg[target] - mx;
+    double sum = row_exp_sum(lg, v, mx);
+    if (probs) {
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < v; j++) lg[j] *= inv;
+    }
+    float log_sum = (float)log(sum);
+    *lse = mx + log_sum;
+    return shifted - log_sum; /* torch's order: (x - max) - log(sum exp(x - max)) */
 }
 
 void cpu_logprobs_forward(const LlamaModel *m, int chunk, const float *x, CpuLabels *labels,
@@ -80,21 +126,11 @@ void cpu_logprobs_forward(const LlamaModel *m, int chunk, const float *x, CpuLab
         int nc = labels->n - c0 < chunk ? labels->n - c0 : chunk;
         gather_norm(m, x, labels->row + c0, nc, &h);
         head_matmul(m, nc, h.hn, h.logits);
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < nc; i++) {
-            const float *lg = h.logits + (size_t)i * v;
-            float mx = lg[0];
-            for (int j = 1; j < v; j++) mx = lg[j] > mx ? lg[j] : mx;
-            double sum = 0.0;
-            for (int j = 0; j < v; j++) sum += expf(lg[j] - mx);
-            float log_sum = (float)log(sum);
-            /* torch's order: (x - max) - log(sum exp(x - max)) */
-            logp[c0 + i] = (lg[labels->target[c0 + i]] - mx) - log_sum;
-            labels->lse[c0 + i] = mx + log_sum;
-        }
+        for (int i = 0; i < nc; i++)
+            logp[c0 + i] = row_logp(h.logits + (size_t)i * v, v, labels->target[c0 + i],
+                                    &labels->lse[c0 + i], labels->dhn != NULL);
         if (labels->dhn)
-            logp_direction(m, nc, labels->target + c0, labels->lse + c0, h.logits,
-                           labels->dhn + (size_t)c0 * d);
+            logp_direction(m, nc, labels->target + c0, h.logits, labels->dhn + (size_t)c0 * d);
     }
 }
 

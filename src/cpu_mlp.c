@@ -7,7 +7,6 @@
 
 void cpu_swiglu_forward(size_t n, const float *gate, const float *up, float *act)
 {
-#pragma omp parallel for schedule(static) if (n > 4096)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         act[i] = g / (1.0f + expf(-g)) * up[i];
@@ -17,7 +16,6 @@ void cpu_swiglu_forward(size_t n, const float *gate, const float *up, float *act
 void cpu_swiglu_backward(size_t n, const float *gate, const float *up, const float *dact,
                          float *dgate, float *dup)
 {
-#pragma omp parallel for schedule(static) if (n > 4096)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         float sig = 1.0f / (1.0f + expf(-g));

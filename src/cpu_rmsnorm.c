@@ -9,7 +9,6 @@
 void cpu_rmsnorm_forward(int n, int d, const float *x, const float *w, float eps, float *y,
                          float *rstd)
 {
-#pragma omp parallel for schedule(static) if (n > 16)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *yi = y + (size_t)i * d;
@@ -24,7 +23,6 @@ void cpu_rmsnorm_forward(int n, int d, const float *x, const float *w, float eps
 void cpu_rmsnorm_backward(int n, int d, const float *x, const float *w, const float *rstd,
                           const float *dy, float *dx)
 {
-#pragma omp parallel for schedule(static) if (n > 16)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
         float *dxi = dx + (size_t)i * d;

@@ -32,7 +32,6 @@ void cpu_rope_apply(const CpuRope *r, int n, const int32_t *pos, int n_heads, fl
                     int direction)
 {
     int half = r->half, hd = 2 * half;
-#pragma omp parallel for schedule(static) if (n > 16)
     for (int i = 0; i < n; i++) {
         const float *c = r->cos + (size_t)pos[i] * half;
         const float *s = r->sin + (size_t)pos[i] * half;

@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "config.h"
+#include "dist/dist_world.h"
 
 #define MODPO_VERSION "0.1.0"
 
@@ -31,8 +32,20 @@ int main(int argc, char **argv)
         conf_describe_keys(stdout);
         return 0;
     }
-    for (const Command *c = modpo_commands; c->name; c++)
-        if (strcmp(argv[1], c->name) == 0) return c->run(argc - 1, argv + 1);
+    for (const Command *c = modpo_commands; c->name; c++) {
+        if (strcmp(argv[1], c->name) != 0) continue;
+        /* One MPI world around the command: under mpirun/srun every rank
+         * runs it; alone, a singleton world of one rank. */
+        DistWorld world;
+        Error err;
+        if (dist_world_init(&world, &argc, &argv, &err)) {
+            dist_fail("modpo", err.msg, 1);
+            return 1;
+        }
+        int rc = c->run(argc - 1, argv + 1);
+        dist_world_finalize(&world);
+        return rc;
+    }
     fprintf(stderr, "modpo: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

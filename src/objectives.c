@@ -41,35 +41,50 @@ done:
     return rc;
 }
 
-static int sft_evaluate(void *ctx, ObjectiveStats *out, Error *err)
+static int sft_evaluate(void *ctx, const DistComm *comm, ObjectiveStats *out, Error *err)
 {
     SftObjective *o = ctx;
     size_t total = o->eval->n < (size_t)o->eval_size ? o->eval->n : (size_t)o->eval_size;
-    double nll = 0, tokens = 0;
+    double sums[2] = {0, 0}; /* nll, tokens */
     float logps[256];
     size_t idx[256];
     int bs = o->batch_size > 256 ? 256 : o->batch_size;
-    for (size_t start = 0; start < total; start += (size_t)bs) {
-        int n = (int)(total - start < (size_t)bs ? total - start : (size_t)bs);
+    size_t lo, hi;
+    dist_shard_blocks(comm, total, (size_t)bs, &lo, &hi);
+    for (size_t start = lo; start < hi; start += (size_t)bs) {
+        int n = (int)(hi - start < (size_t)bs ? hi - start : (size_t)bs);
         for (int i = 0; i < n; i++) idx[i] = start + (size_t)i;
         Batch batch;
         if (batch_from_sft(o->eval, idx, n, &batch, err)) return -1;
         int rc = backend_logps(o->backend, o->policy, &batch, logps, 0, err) ||
                  backend_sync(o->backend, err);
         for (int i = 0; !rc && i < n; i++) {
-            nll -= logps[i];
-            tokens += batch_n_labels(&batch, i);
+            sums[0] -= logps[i];
+            sums[1] += batch_n_labels(&batch, i);
         }
         batch_free(&batch);
         if (rc) return -1;
     }
-    out->loss = tokens > 0 ? nll / tokens : 0;
+    if (dist_sum_ordered_f64(comm, sums, 2, err)) return -1;
+    out->loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
     return 0;
+}
+
+/* SFT's micro-batch loss is a token mean: its weight is the label count. */
+static double sft_weight(void *ctx, const size_t *idx, int n)
+{
+    const SftObjective *o = ctx;
+    double w = 0;
+    for (int i = 0; i < n; i++) {
+        const Sequence *q = &o->train->seqs[idx[i]];
+        w += (double)(q->len - q->completion_start);
+    }
+    return w;
 }
 
 Objective sft_objective(SftObjective *o)
 {
-    return (Objective){o, o->train->n, sft_micro, sft_evaluate};
+    return (Objective){o, o->train->n, sft_micro, sft_evaluate, sft_weight};
 }
 
 /* ---- DPO and MODPO ------------------------------------------------------ */
@@ -129,11 +144,29 @@ static void report(const PrefObjective *o, const PrefMetrics *m, ObjectiveStats 
     memcpy(out->metrics, list, k * sizeof *list);
 }
 
+/* The frozen passes of one batch, done now (testing; see PrefObjective).
+ * They run before the policy pass so its kept state is the last one. */
+static int recompute_frozen(const PrefObjective *o, const Batch *batch, int n, PrefScratch *s, Error *err)
+{
+    if (backend_logps(o->backend, NULL, batch, s->logps, 0, err) || backend_sync(o->backend, err)) return -1;
+    memcpy(s->ref_c, s->logps, (size_t)n * sizeof(float));
+    memcpy(s->ref_r, s->logps + n, (size_t)n * sizeof(float));
+    if (!o->is_modpo || !o->margin) return 0;
+    if (backend_logps(o->backend, o->margin, batch, s->logps, 0, err) || backend_sync(o->backend, err)) return -1;
+    modpo_margin_rewards(o->margin_beta, s->logps, s->ref_c, (size_t)n, s->mar_c);
+    modpo_margin_rewards(o->margin_beta, s->logps + n, s->ref_r, (size_t)n, s->mar_r);
+    return 0;
+}
+
 static int pref_pass(const PrefObjective *o, const PairSequences *ps, const PairConstants *c,
                      const size_t *idx, int n, int keep, Batch *batch, PrefScratch *s, Error *err)
 {
     if (batch_from_pairs(ps, idx, n, batch, err)) return -1;
     gather_constants(c, idx, n, s);
+    if (o->recompute_frozen && recompute_frozen(o, batch, n, s, err)) {
+        batch_free(batch);
+        return -1;
+    }
     if (backend_logps(o->backend, o->policy, batch, s->logps, keep, err) ||
         backend_sync(o->backend, err)) {
         batch_free(batch);
@@ -173,7 +206,7 @@ static void add_weighted(ObjectiveStats *sum, const ObjectiveStats *part, double
     }
 }
 
-static int pref_evaluate(void *ctx, ObjectiveStats *out, Error *err)
+static int pref_evaluate(void *ctx, const DistComm *comm, ObjectiveStats *out, Error *err)
 {
     PrefObjective *o = ctx;
     size_t total = o->eval->n < (size_t)o->eval_size ? o->eval->n : (size_t)o->eval_size;
@@ -183,8 +216,10 @@ static int pref_evaluate(void *ctx, ObjectiveStats *out, Error *err)
     if (scratch_alloc(&s, o->batch_size, err)) return -1;
     size_t *idx = malloc((size_t)o->batch_size * sizeof *idx);
     int rc = idx ? 0 : error_set(err, "out of memory");
-    for (size_t start = 0; rc == 0 && start < total; start += (size_t)o->batch_size) {
-        int n = (int)(total - start < (size_t)o->batch_size ? total - start : (size_t)o->batch_size);
+    size_t lo, hi;
+    dist_shard_blocks(comm, total, (size_t)o->batch_size, &lo, &hi);
+    for (size_t start = lo; rc == 0 && start < hi; start += (size_t)o->batch_size) {
+        int n = (int)(hi - start < (size_t)o->batch_size ? hi - start : (size_t)o->batch_size);
         for (int i = 0; i < n; i++) idx[i] = start + (size_t)i;
         Batch batch;
         PrefMetrics m;
@@ -201,10 +236,28 @@ static int pref_evaluate(void *ctx, ObjectiveStats *out, Error *err)
     }
     free(idx);
     scratch_free(&s);
+    if (rc == 0 && dist_is_multi(comm)) {
+        /* the parts' weighted sums, added in rank order; a rank with no
+         * batch has no metric names yet: rank 0 always has the first one */
+        double v[TRAIN_METRICS_MAX + 1];
+        v[0] = out->loss;
+        for (size_t i = 0; i < TRAIN_METRICS_MAX; i++) v[1 + i] = i < out->n_metrics ? out->metrics[i].value : 0;
+        rc = dist_sum_ordered_f64(comm, v, TRAIN_METRICS_MAX + 1, err);
+        out->loss = v[0];
+        for (size_t i = 0; i < out->n_metrics; i++) out->metrics[i].value = v[1 + i];
+    }
     return rc ? -1 : 0;
+}
+
+/* DPO's and MODPO's micro-batch loss is a mean over pairs. */
+static double pref_weight(void *ctx, const size_t *idx, int n)
+{
+    (void)ctx;
+    (void)idx;
+    return (double)n;
 }
 
 Objective pref_objective(PrefObjective *o)
 {
-    return (Objective){o, o->train->n, pref_micro, pref_evaluate};
+    return (Objective){o, o->train->n, pref_micro, pref_evaluate, pref_weight};
 }

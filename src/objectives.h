@@ -37,6 +37,12 @@ typedef struct {
     double beta;
     double w;           /* MODPO only */
     PrefLossType loss;
+    /* Testing: compute the frozen parts (reference logps, and through
+     * `margin` the margin rewards) again for every batch instead of reading
+     * train_c / eval_c, to show the precomputed cache changes nothing. */
+    int recompute_frozen;
+    BackendAdapter *margin;  /* MODPO with recompute_frozen */
+    double margin_beta;
 } PrefObjective;
 
 Objective pref_objective(PrefObjective *o);

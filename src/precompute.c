@@ -8,14 +8,16 @@
 #include "checkpoint.h"
 #include "fs_util.h"
 
-int pair_logps_all(Backend *b, BackendAdapter *a, const PairSequences *ps, int batch_size,
-                   float *chosen, float *rejected, Error *err)
+int pair_logps_all(const DistComm *comm, Backend *b, BackendAdapter *a, const PairSequences *ps,
+                   int batch_size, float *chosen, float *rejected, Error *err)
 {
     size_t *idx = malloc((size_t)batch_size * sizeof *idx);
     float *logps = malloc(2 * (size_t)batch_size * sizeof *logps);
     int rc = (idx && logps) ? 0 : error_set(err, "out of memory");
-    for (size_t start = 0; rc == 0 && start < ps->n; start += (size_t)batch_size) {
-        int n = (int)(ps->n - start < (size_t)batch_size ? ps->n - start : (size_t)batch_size);
+    size_t lo, hi;
+    dist_shard_blocks(comm, ps->n, (size_t)batch_size, &lo, &hi);
+    for (size_t start = lo; rc == 0 && start < hi; start += (size_t)batch_size) {
+        int n = (int)(hi - start < (size_t)batch_size ? hi - start : (size_t)batch_size);
         for (int i = 0; i < n; i++) idx[i] = start + (size_t)i;
         Batch batch;
         rc = batch_from_pairs(ps, idx, n, &batch, err);
@@ -29,6 +31,9 @@ int pair_logps_all(Backend *b, BackendAdapter *a, const PairSequences *ps, int b
     }
     free(idx);
     free(logps);
+    if (rc == 0)
+        rc = dist_allgather_ranges_f32(comm, chosen, ps->n, lo, hi, err) ||
+             dist_allgather_ranges_f32(comm, rejected, ps->n, lo, hi, err);
     return rc ? -1 : 0;
 }
 
@@ -88,12 +93,18 @@ static int save_cache(const char *path, const char *model_key, const PairSequenc
     return rc;
 }
 
-int pair_logps_cached(const char *path, const char *model_key, Backend *b, BackendAdapter *a,
-                      const PairSequences *ps, int batch_size, float *chosen, float *rejected,
-                      bool *cached, Error *err)
+int pair_logps_cached(const DistComm *comm, const char *path, const char *model_key, Backend *b,
+                      BackendAdapter *a, const PairSequences *ps, int batch_size, float *chosen,
+                      float *rejected, bool *cached, Error *err)
 {
-    *cached = load_cache(path, model_key, ps, chosen, rejected);
-    if (*cached) return 0;
-    if (pair_logps_all(b, a, ps, batch_size, chosen, rejected, err)) return -1;
-    return save_cache(path, model_key, ps, chosen, rejected, err);
+    int hit = dist_is_root(comm) ? load_cache(path, model_key, ps, chosen, rejected) : 0;
+    if (dist_bcast_int(comm, &hit, err)) return -1;
+    *cached = hit != 0;
+    if (*cached)
+        return dist_bcast(comm, chosen, ps->n * sizeof *chosen, err) ||
+               dist_bcast(comm, rejected, ps->n * sizeof *rejected, err) ? -1 : 0;
+    if (pair_logps_all(comm, b, a, ps, batch_size, chosen, rejected, err)) return -1;
+    if (dist_is_root(comm) && save_cache(path, model_key, ps, chosen, rejected, err)) return -1;
+    /* the file exists for everyone (a group that starts next reads it) */
+    return dist_barrier(comm, err);
 }

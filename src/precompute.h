@@ -11,19 +11,25 @@
 #include <stdbool.h>
 
 #include "backend.h"
+#include "dist/dist_comm.h"
 #include "sequences.h"
 
-/* Logps of every pair of ps under adapter a (NULL: base), batch_size pairs at once. */
-int pair_logps_all(Backend *b, BackendAdapter *a, const PairSequences *ps, int batch_size,
-                   float *chosen, float *rejected, Error *err);
+/* Logps of every pair of ps under adapter a (NULL: base), batch_size pairs at
+ * once.  Collective over comm (NULL: one process): each rank computes its
+ * contiguous shard of the pairs and the shards are all-gathered, so every
+ * rank ends with all of chosen[] and rejected[]. */
+int pair_logps_all(const DistComm *comm, Backend *b, BackendAdapter *a, const PairSequences *ps,
+                   int batch_size, float *chosen, float *rejected, Error *err);
 
 /* A fingerprint of the token sequences (CRC32 over lengths, prefixes and tokens). */
 unsigned long pair_sequences_fingerprint(const PairSequences *ps);
 
 /* Loads PATH when its fingerprint and model_key match, otherwise computes the
- * logps and writes PATH atomically.  *cached tells which happened. */
-int pair_logps_cached(const char *path, const char *model_key, Backend *b, BackendAdapter *a,
-                      const PairSequences *ps, int batch_size, float *chosen, float *rejected,
-                      bool *cached, Error *err);
+ * logps (spread over comm's ranks) and writes PATH atomically.  *cached
+ * tells which happened.  Collective over comm: rank 0 reads or writes the
+ * file and the others get the arrays by broadcast / all-gather. */
+int pair_logps_cached(const DistComm *comm, const char *path, const char *model_key, Backend *b,
+                      BackendAdapter *a, const PairSequences *ps, int batch_size, float *chosen,
+                      float *rejected, bool *cached, Error *err);
 
 #endif

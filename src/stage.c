@@ -1,6 +1,8 @@
 #include "stage.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +29,16 @@ const char *stage_status_name(StageStatus s)
     return s == STAGE_DONE ? "done" : s == STAGE_RESUME ? "resume" : "fresh";
 }
 
-/* True when every entry is one modpo writes before its first checkpoint. */
+/* "00001-of-00004.jsonl": a generation shard (generation_io.h). */
+static bool is_generation_shard(const char *name)
+{
+    int r, n, end = -1;
+    return strlen(name) == 20 && sscanf(name, "%5d-of-%5d.jsonl%n", &r, &n, &end) == 2 && end == 20;
+}
+
+/* True when every entry is one modpo writes before its first checkpoint
+ * (or, for generation, the shards of an interrupted run: generation has
+ * no checkpoint and starts over). */
 static int only_own_startup_files(const char *dir, Error *err)
 {
     DIR *d = opendir(dir);
@@ -37,12 +48,26 @@ static int only_own_startup_files(const char *dir, Error *err)
     while ((e = readdir(d)) != NULL) {
         const char *n = e->d_name;
         if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "config.cfg") ||
-            !strcmp(n, "metrics.jsonl") || !strcmp(n, "checkpoints"))
+            !strcmp(n, "metrics.jsonl") || !strcmp(n, "checkpoints") || is_generation_shard(n))
             continue;
         own = 0;
     }
     closedir(d);
     return own;
+}
+
+/* Shards of an interrupted generation (possibly of another rank count). */
+static int remove_generation_shards(const char *dir, Error *err)
+{
+    DIR *d = opendir(dir);
+    if (!d) return error_set_errno(err, "cannot list %s", dir);
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL)
+        if (is_generation_shard(e->d_name) && unlinkat(dirfd(d), e->d_name, 0) != 0)
+            rc = error_set_errno(err, "remove %s/%s", dir, e->d_name);
+    closedir(d);
+    return rc;
 }
 
 static int check_saved_config(const char *dir, const Config *cfg, const char *const *critical,
@@ -116,6 +141,7 @@ int stage_open(const char *dir, const Config *cfg, const char *const *critical, 
     char metrics[CONFIG_STR_MAX + 16];
     join(metrics, sizeof metrics, dir, "metrics.jsonl");
     remove(metrics);
+    if (remove_generation_shards(dir, err)) return -1;
     *status = STAGE_FRESH;
     return save_config(dir, cfg, err);
 }
@@ -128,4 +154,18 @@ int stage_mark_done(const char *dir, const char *summary, Error *err)
     char buf[8192];
     int n = snprintf(buf, sizeof buf, "%s\n", text);
     return fs_write_atomic(path, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1, err);
+}
+
+int stage_open_collective(const DistComm *comm, const char *dir, const Config *cfg,
+                          const char *const *critical, bool force, StageStatus *status, Error *err)
+{
+    int st = STAGE_FRESH;
+    if (dist_is_root(comm)) {
+        StageStatus s;
+        if (stage_open(dir, cfg, critical, force, &s, err)) return -1;
+        st = (int)s;
+    }
+    if (dist_bcast_int(comm, &st, err)) return -1;
+    *status = (StageStatus)st;
+    return 0;
 }

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "dist/dist_comm.h"
 #include "error.h"
 
 typedef enum { STAGE_FRESH, STAGE_RESUME, STAGE_DONE } StageStatus;
@@ -23,6 +24,12 @@ typedef enum { STAGE_FRESH, STAGE_RESUME, STAGE_DONE } StageStatus;
  * conf_diff) whose change makes the saved work invalid. */
 int stage_open(const char *dir, const Config *cfg, const char *const *critical, bool force,
                StageStatus *status, Error *err);
+
+/* stage_open by rank 0 of comm, the status broadcast to the others (NULL
+ * comm: one process).  A failure on rank 0 is returned there; the caller
+ * aborts the job with it (dist_fail), so the others never wait forever. */
+int stage_open_collective(const DistComm *comm, const char *dir, const Config *cfg,
+                          const char *const *critical, bool force, StageStatus *status, Error *err);
 
 /* Marks DIR finished; `summary` (a JSON object text, or NULL) goes in DONE. */
 int stage_mark_done(const char *dir, const char *summary, Error *err);

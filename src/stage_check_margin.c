@@ -56,7 +56,8 @@ static int write_result(const char *dir, const MarginCheck *m, Error *err)
     return fs_write_atomic(path, text, (size_t)n, err);
 }
 
-static int measure(const Config *cfg, ModelSession *ms, PairSequences *ps, MarginCheck *m, Error *err)
+static int measure(const Config *cfg, const DistComm *comm, ModelSession *ms, PairSequences *ps,
+                   MarginCheck *m, Error *err)
 {
     char dir[RUN_PATH_MAX + 16];
     snprintf(dir, sizeof dir, "%s/%s/dpo/adapter", cfg->output_root, cfg->run_tag);
@@ -68,8 +69,8 @@ static int measure(const Config *cfg, ModelSession *ms, PairSequences *ps, Margi
     int rc = lora_peft_load(dir, &ms->model.config, &a, err);
     if (rc == 0) {
         rc = model_bind_adapter(ms, &a, &h, err) ||
-             pair_logps_all(ms->backend, h, ps, 8, buf, buf + n, err) ||
-             pair_logps_all(ms->backend, NULL, ps, 8, buf + 2 * n, buf + 3 * n, err);
+             pair_logps_all(comm, ms->backend, h, ps, 8, buf, buf + n, err) ||
+             pair_logps_all(comm, ms->backend, NULL, ps, 8, buf + 2 * n, buf + 3 * n, err);
         if (h) ms->backend->ops->adapter_unbind(ms->backend, h);
         lora_adapter_free(&a);
     }
@@ -103,9 +104,10 @@ int stage_check_margin(const Config *cfg, const StageOptions *o, Error *err)
     if (!stage_is_done(dpo_dir))
         return error_set(err, "check-margin needs the margin adapter: run `modpo dpo` first");
     StageStatus st;
-    if (stage_open(dir, cfg, critical, o->force, &st, err)) return -1;
+    if (stage_open_collective(o->comm, dir, cfg, critical, o->force, &st, err)) return -1;
+    bool root = dist_is_root(o->comm);
     if (st == STAGE_DONE) {
-        fprintf(stderr, "modpo check-margin: finished before; skipped\n");
+        if (root) fprintf(stderr, "modpo check-margin: finished before; skipped\n");
         return 0;
     }
     RunData data;
@@ -119,10 +121,10 @@ int stage_check_margin(const Config *cfg, const StageOptions *o, Error *err)
     MarginCheck m = {0};
     rc = model_session_open(&ms, cfg, sft_model, err);
     if (rc == 0) {
-        rc = measure(cfg, &ms, &checked, &m, err);
+        rc = measure(cfg, o->comm, &ms, &checked, &m, err);
         model_session_close(&ms);
     }
-    if (rc == 0) {
+    if (rc == 0 && root) {
         print_report(cfg, &m, &pairs);
         rc = write_result(dir, &m, err);
     }
@@ -130,7 +132,8 @@ int stage_check_margin(const Config *cfg, const StageOptions *o, Error *err)
     if (rc == 0 && cfg->min_accuracy >= 0 && acc < cfg->min_accuracy)
         rc = error_set(err, "check-margin: accuracy %.4f is below margin.min_accuracy = %.4f",
                        acc, cfg->min_accuracy);
-    if (rc == 0) rc = stage_mark_done(dir, NULL, err);
+    if (rc == 0 && root) rc = stage_mark_done(dir, NULL, err);
+    if (rc == 0) rc = dist_barrier(o->comm, err);
     run_pairs_free(&pairs);
     run_data_free(&data);
     return rc ? -1 : 0;

@@ -152,7 +152,11 @@ static size_t eval_prompts(const HelpSteerData *val, int eval_size, const char *
     return n;
 }
 
-static int generate_all(Generator *g, const char **prompts, size_t n, GenRecord *records, Error *err)
+/* prompts[0..n) are the prompts offset.. of the whole list (this rank's
+ * shard): the sampling stream of each is its global index, so the outputs
+ * do not depend on the number of ranks. */
+static int generate_all(Generator *g, const char **prompts, size_t n, size_t offset, bool show,
+                        GenRecord *records, Error *err)
 {
     int bs = g->cfg->gen_batch_size;
     int rc = 0;
@@ -161,15 +165,15 @@ static int generate_all(Generator *g, const char **prompts, size_t n, GenRecord 
         Slot *slots = calloc((size_t)k, sizeof *slots);
         if (!slots) return error_set(err, "out of memory");
         for (int i = 0; rc == 0 && i < k; i++) rc = prompt_ids(g, prompts[start + (size_t)i], &slots[i], err);
-        if (rc == 0) rc = generate_batch(g, slots, k, start, err);
+        if (rc == 0) rc = generate_batch(g, slots, k, offset + start, err);
         for (int i = 0; rc == 0 && i < k; i++)
             rc = make_record(g, prompts[start + (size_t)i], &slots[i], &records[start + (size_t)i], err);
         for (int i = 0; i < k; i++) free(slots[i].ids);
         free(slots);
-        if (isatty(2))
+        if (show && isatty(2))
             fprintf(stderr, "\rgenerate %zu/%zu", start + (size_t)k, n);
     }
-    if (isatty(2)) fputc('\n', stderr);
+    if (show && isatty(2)) fputc('\n', stderr);
     return rc ? -1 : 0;
 }
 
@@ -196,7 +200,11 @@ static int load_policy(const Config *cfg, const char *model, ModelSession *ms, L
     return model_bind_adapter(ms, a, h, err);
 }
 
-static int run_generation(const Config *cfg, const char *model, const char *dir, Error *err)
+/* Rank r of the ranks takes the contiguous shard r of the prompts
+ * (shard_range over whole batches) and writes it as its own NNNNN-of-NNNNN.jsonl; the reader
+ * concatenates the shards in rank order, i.e. prompt order. */
+static int run_generation(const Config *cfg, const DistComm *comm, const char *model, const char *dir,
+                          Error *err)
 {
     char sft_model[RUN_PATH_MAX];
     run_path(cfg, "sft-model", sft_model);
@@ -206,7 +214,10 @@ static int run_generation(const Config *cfg, const char *model, const char *dir,
     memset(&a, 0, sizeof a);
     if (run_data_load(&data, cfg, sft_model, err)) return -1;
     const char **prompts = NULL;
-    size_t n = eval_prompts(&data.val, cfg->eval_size, &prompts);
+    size_t total = eval_prompts(&data.val, cfg->eval_size, &prompts), lo, hi;
+    /* whole generation batches per rank: the same batches as one process */
+    dist_shard_blocks(comm, total, (size_t)cfg->gen_batch_size, &lo, &hi);
+    size_t n = hi - lo;
     GenRecord *records = calloc(n ? n : 1, sizeof *records);
     Generator g = {cfg, &ms, NULL, data.tok, {0}, {0}};
     sampling_from_config(cfg, &g.sp);
@@ -216,8 +227,8 @@ static int run_generation(const Config *cfg, const char *model, const char *dir,
         rc = load_policy(cfg, model, &ms, &a, &g.adapter, err) ||
              sampling_params_check(&g.sp, err) ||
              sampling_scratch_init(&g.scratch, ms.model.config.vocab_size, err) ||
-             generate_all(&g, prompts, n, records, err) ||
-             gen_write_shard(dir, 0, 1, records, n, err);
+             generate_all(&g, prompts ? prompts + lo : NULL, n, lo, dist_is_root(comm), records, err) ||
+             gen_write_shard(dir, dist_rank(comm), dist_size(comm), records, n, err);
         if (g.adapter) ms.backend->ops->adapter_unbind(ms.backend, g.adapter);
         sampling_scratch_free(&g.scratch);
         model_session_close(&ms);
@@ -240,9 +251,13 @@ int stage_generate(const Config *cfg, const char *model, const StageOptions *o, 
     if (!stage_is_done(source))
         return error_set(err, "generate: the %s model is not trained yet (%s is not finished)", model, source);
     StageStatus st;
-    if (stage_open(dir, cfg, critical, o->force, &st, err)) return -1;
-    fprintf(stderr, "modpo generate %s: %s\n", model, st == STAGE_DONE ? "finished before; skipped" : "starting");
+    if (stage_open_collective(o->comm, dir, cfg, critical, o->force, &st, err)) return -1;
+    if (dist_is_root(o->comm))
+        fprintf(stderr, "modpo generate %s: %s\n", model, st == STAGE_DONE ? "finished before; skipped" : "starting");
     if (st == STAGE_DONE) return 0;
-    if (run_generation(cfg, model, dir, err)) return error_prefix(err, "generate %s: ", model);
-    return stage_mark_done(dir, NULL, err);
+    if (run_generation(cfg, o->comm, model, dir, err)) return error_prefix(err, "generate %s: ", model);
+    /* DONE only once every rank's shard is written */
+    if (dist_barrier(o->comm, err) || (dist_is_root(o->comm) && stage_mark_done(dir, NULL, err)))
+        return -1;
+    return dist_barrier(o->comm, err);
 }

@@ -40,9 +40,11 @@ static int record_sequences(const Config *cfg, const Tokenizer *tok, const GenRe
     return 0;
 }
 
+#define SCORE_BATCH 8
+
 static int logps_of(Backend *b, BackendAdapter *a, const Sequence *seqs, size_t n, float *out, Error *err)
 {
-    const int bs = 8;
+    const int bs = SCORE_BATCH;
     const Sequence *ptrs[8];
     for (size_t start = 0; start < n; start += bs) {
         int k = (int)(n - start < (size_t)bs ? n - start : (size_t)bs);
@@ -56,8 +58,19 @@ static int logps_of(Backend *b, BackendAdapter *a, const Sequence *seqs, size_t 
     return 0;
 }
 
-static int score_model(const Config *cfg, ModelSession *ms, BackendAdapter *margin, const Tokenizer *tok,
-                       const GenModel *m, SummaryRow *row, Error *err)
+/* Each rank scores its contiguous shard of the records; the logps are
+ * all-gathered so every rank (rank 0 writes) has the whole model's values. */
+static int shard_logps(const DistComm *comm, Backend *b, BackendAdapter *a, const Sequence *seqs,
+                       size_t n, float *out, Error *err)
+{
+    size_t lo, hi;
+    dist_shard_blocks(comm, n, SCORE_BATCH, &lo, &hi);
+    if (logps_of(b, a, seqs + lo, hi - lo, out + lo, err)) return -1;
+    return dist_allgather_ranges_f32(comm, out, n, lo, hi, err);
+}
+
+static int score_model(const Config *cfg, const DistComm *comm, ModelSession *ms, BackendAdapter *margin,
+                       const Tokenizer *tok, const GenModel *m, SummaryRow *row, Error *err)
 {
     size_t n = m->list.n;
     Sequence *seqs = calloc(n ? n : 1, sizeof *seqs);
@@ -67,8 +80,8 @@ static int score_model(const Config *cfg, ModelSession *ms, BackendAdapter *marg
     int rc = (seqs && la && ls && reward && words && tokens) ? 0 : error_set(err, "out of memory");
     if (rc == 0)
         rc = record_sequences(cfg, tok, &m->list, seqs, err) ||
-             logps_of(ms->backend, margin, seqs, n, la, err) ||
-             logps_of(ms->backend, NULL, seqs, n, ls, err);
+             shard_logps(comm, ms->backend, margin, seqs, n, la, err) ||
+             shard_logps(comm, ms->backend, NULL, seqs, n, ls, err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         reward[i] = cfg->margin_beta * ((double)la[i] - (double)ls[i]);
         words[i] = (double)word_count(m->list.items[i].response);
@@ -123,7 +136,8 @@ static void print_rows(const SummaryRow *rows, size_t n)
                rows[i].reward_std, rows[i].words_mean, rows[i].tokens_mean);
 }
 
-static int score_all(const Config *cfg, const char *dir, GenModel *models, size_t n, Error *err)
+static int score_all(const Config *cfg, const DistComm *comm, const char *dir, GenModel *models, size_t n,
+                     Error *err)
 {
     char sft_model[RUN_PATH_MAX], adapter[RUN_PATH_MAX + 16];
     run_path(cfg, "sft-model", sft_model);
@@ -139,14 +153,14 @@ static int score_all(const Config *cfg, const char *dir, GenModel *models, size_
     if (rc == 0) {
         rc = lora_peft_load(adapter, &ms.model.config, &a, err) || model_bind_adapter(&ms, &a, &h, err);
         for (size_t i = 0; rc == 0 && i < n; i++)
-            rc = score_model(cfg, &ms, h, tok, &models[i], &rows[i], err);
+            rc = score_model(cfg, comm, &ms, h, tok, &models[i], &rows[i], err);
         if (h) ms.backend->ops->adapter_unbind(ms.backend, h);
         model_session_close(&ms);
     }
     char title[320];
     snprintf(title, sizeof title, "%.200s: margin reward vs response length", cfg->run_tag);
-    if (rc == 0) rc = report_write_all(dir, rows, n, title, err);
-    if (rc == 0) print_rows(rows, n);
+    if (rc == 0 && dist_is_root(comm)) rc = report_write_all(dir, rows, n, title, err);
+    if (rc == 0 && dist_is_root(comm)) print_rows(rows, n);
     lora_adapter_free(&a);
     tokenizer_free(tok);
     return rc ? -1 : 0;
@@ -164,9 +178,12 @@ int stage_score(const Config *cfg, const StageOptions *o, Error *err)
     StageStatus st = STAGE_FRESH;
     /* Scoring is cheap and its inputs may have grown: a finished score dir
      * (ours, by its DONE file) is replaced on every run. */
-    if (rc == 0 && stage_is_done(dir)) rc = fs_remove_tree(dir, err);
-    if (rc == 0) rc = stage_open(dir, cfg, critical, o->force, &st, err) ||
-                      score_all(cfg, dir, models, n, err) || stage_mark_done(dir, NULL, err);
+    bool root = dist_is_root(o->comm);
+    if (rc == 0 && root && stage_is_done(dir)) rc = fs_remove_tree(dir, err);
+    if (rc == 0) rc = dist_barrier(o->comm, err) ||
+                      stage_open_collective(o->comm, dir, cfg, critical, o->force, &st, err) ||
+                      score_all(cfg, o->comm, dir, models, n, err) ||
+                      (root && stage_mark_done(dir, NULL, err)) || dist_barrier(o->comm, err);
     for (size_t i = 0; i < n; i++) gen_list_free(&models[i].list);
     return rc ? -1 : 0;
 }

@@ -8,6 +8,7 @@
 #include "fs_util.h"
 #include "lora_peft.h"
 #include "merge.h"
+#include "metrics_log.h"
 #include "model_io.h"
 #include "model_session.h"
 #include "objectives.h"
@@ -16,22 +17,36 @@
 #include "run_layout.h"
 #include "stage.h"
 #include "stages.h"
+#include "dist/dist_groups.h"
 #include "trainer.h"
 
 static const char *const sft_critical[] = {"model.path", "data", "lora", "sft", "run.seed", NULL};
 static const char *const dpo_critical[] = {"model.path", "data", "lora", "sft", "dpo", "run.seed", NULL};
 
-/* Opens the stage dir; *skip when it is already finished. */
-static int open_stage(const char *dir, const Config *cfg, const char *const *critical, bool force,
-                      const char *name, int *skip, Error *err)
+/* Opens the stage dir (rank 0 of o->comm; the others learn the outcome);
+ * *skip when it is already finished. */
+static int open_stage(const char *dir, const Config *cfg, const char *const *critical,
+                      const StageOptions *o, const char *name, int *skip, Error *err)
 {
     StageStatus st;
-    if (stage_open(dir, cfg, critical, force, &st, err)) return -1;
+    if (stage_open_collective(o->comm, dir, cfg, critical, o->force, &st, err)) return -1;
     *skip = st == STAGE_DONE;
-    fprintf(stderr, "modpo %s: %s\n", name,
+    char ranks[48] = "";
+    if (dist_is_multi(o->comm) && st != STAGE_DONE)
+        snprintf(ranks, sizeof ranks, " on %d ranks", dist_size(o->comm));
+    if (dist_is_root(o->comm))
+        fprintf(stderr, "modpo %s: %s%s\n", name,
                 st == STAGE_DONE ? "finished before; skipped"
-                : st == STAGE_RESUME ? "resuming" : "starting");
+                : st == STAGE_RESUME ? "resuming" : "starting", ranks);
     return 0;
+}
+
+/* Rank 0 finishes the stage (adapter, DONE); everyone waits for it, so a
+ * stage that reads these next finds them. */
+static int finish_collective(const StageOptions *o, int rc, Error *err)
+{
+    if (rc) return -1;
+    return dist_barrier(o->comm, err);
 }
 
 static int save_adapter(const char *stage_dir, const LoraAdapter *a, const char *base, Error *err)
@@ -45,9 +60,9 @@ static void result_json(const TrainResult *r, char *out, size_t size)
 {
     snprintf(out, size,
              "{\"steps\": %ld, \"resumed_from\": %ld, \"best_step\": %ld, \"best_eval_loss\": %.9g, "
-             "\"last_train_loss\": %.9g, \"seconds\": %.3f}",
+             "\"last_train_loss\": %.9g, \"seconds\": %.3f, \"step_seconds\": %.6f, \"comm_seconds\": %.6f, \"cpu_seconds\": %.6f}",
              r->steps_done, r->resumed_from, r->best_step, isfinite(r->best_eval_loss) ? r->best_eval_loss : -1.0,
-             r->last_train_loss, r->seconds);
+             r->last_train_loss, r->seconds, r->step_seconds, r->comm_seconds, r->cpu_seconds);
 }
 
 /* ---- SFT ----------------------------------------------------------------- */
@@ -78,7 +93,8 @@ static int train_sft(const Config *cfg, const char *dir, const StageOptions *o, 
     if (rc == 0) {
         SftObjective so = {ms->backend, h, &sft.train, &sft.val, cfg->sft.eval_size, cfg->sft.batch_size};
         TrainerSetup ts = {"sft", dir, &cfg->sft, (uint64_t)cfg->seed, ms->backend, a, h,
-                           sft_objective(&so), o->quiet, o->stop_after_step};
+                           sft_objective(&so), o->quiet || !dist_is_root(o->comm), o->stop_after_step,
+                           o->comm};
         rc = trainer_run(&ts, res, err);
         ms->backend->ops->adapter_unbind(ms->backend, h);
     }
@@ -91,8 +107,8 @@ int stage_sft(const Config *cfg, const StageOptions *o, Error *err)
     char dir[RUN_PATH_MAX];
     run_path(cfg, "sft", dir);
     int skip;
-    if (stage_ensure_base_model(cfg, err) ||
-        open_stage(dir, cfg, sft_critical, o->force, "sft", &skip, err))
+    if ((dist_is_root(o->comm) && stage_ensure_base_model(cfg, err)) || dist_barrier(o->comm, err) ||
+        open_stage(dir, cfg, sft_critical, o, "sft", &skip, err))
         return -1;
     if (skip) return 0;
     RunData data;
@@ -106,14 +122,15 @@ int stage_sft(const Config *cfg, const StageOptions *o, Error *err)
     rc = model_new_adapter(cfg, &ms.model.config, (uint64_t)cfg->seed, &a, err) ||
          train_sft(cfg, dir, o, &data, &ms, &a, &res, err);
     int finished = rc == 0 && res.steps_done >= cfg->sft.steps;
-    if (finished)
+    if (finished && dist_is_root(o->comm))
         rc = save_adapter(dir, &a, cfg->model_path, err) ||
              write_sft_model(cfg, &ms, &a, data.tok, err);
-    if (finished && rc == 0) {
+    if (finished && rc == 0 && dist_is_root(o->comm)) {
         char summary[512];
         result_json(&res, summary, sizeof summary);
         rc = stage_mark_done(dir, summary, err);
     }
+    if (finished) rc = finish_collective(o, rc, err);
     lora_adapter_free(&a);
     model_session_close(&ms);
     run_data_free(&data);
@@ -124,6 +141,7 @@ int stage_sft(const Config *cfg, const StageOptions *o, Error *err)
 
 typedef struct {
     float *ref_c, *ref_r, *mar_c, *mar_r;
+    int computed;   /* caches computed now (the others were read) */
 } SplitConstants;
 
 static void split_free(SplitConstants *s)
@@ -148,8 +166,9 @@ static int split_alloc(SplitConstants *s, size_t n, Error *err)
 
 /* Reference logps (and, with a margin adapter, the margin rewards) of every
  * pair of one split, through the run's precompute cache. */
-static int split_constants(const Config *cfg, ModelSession *ms, BackendAdapter *margin,
-                           const PairSequences *ps, const char *name, SplitConstants *s, Error *err)
+static int split_constants(const Config *cfg, const DistComm *comm, ModelSession *ms,
+                           BackendAdapter *margin, const PairSequences *ps, const char *name,
+                           SplitConstants *s, Error *err)
 {
     if (split_alloc(s, ps->n, err)) return -1;
     char path[RUN_PATH_MAX + 64], sft_model[RUN_PATH_MAX], key[2 * RUN_PATH_MAX + 16];
@@ -157,14 +176,16 @@ static int split_constants(const Config *cfg, ModelSession *ms, BackendAdapter *
     bool cached;
     snprintf(path, sizeof path, "%s/%s/precompute/%s-ref.h5", cfg->output_root, cfg->run_tag, name);
     int batch = 2 * (cfg->modpo.batch_size > cfg->dpo.batch_size ? cfg->modpo.batch_size : cfg->dpo.batch_size);
-    if (pair_logps_cached(path, sft_model, ms->backend, NULL, ps, batch, s->ref_c, s->ref_r, &cached, err))
+    if (pair_logps_cached(comm, path, sft_model, ms->backend, NULL, ps, batch, s->ref_c, s->ref_r, &cached, err))
         return -1;
+    s->computed += !cached;
     if (!margin) return 0;
     snprintf(path, sizeof path, "%s/%s/precompute/%s-margin.h5", cfg->output_root, cfg->run_tag, name);
     snprintf(key, sizeof key, "%s + %s/%s/dpo/adapter", sft_model, cfg->output_root, cfg->run_tag);
     float *lc = malloc(ps->n * sizeof(float) + 1), *lr = malloc(ps->n * sizeof(float) + 1);
     int rc = (lc && lr) ? 0 : error_set(err, "out of memory");
-    if (rc == 0) rc = pair_logps_cached(path, key, ms->backend, margin, ps, batch, lc, lr, &cached, err);
+    if (rc == 0) rc = pair_logps_cached(comm, path, key, ms->backend, margin, ps, batch, lc, lr, &cached, err);
+    if (rc == 0) s->computed += !cached;
     if (rc == 0) {
         modpo_margin_rewards(cfg->margin_beta, lc, s->ref_c, ps->n, s->mar_c);
         modpo_margin_rewards(cfg->margin_beta, lr, s->ref_r, ps->n, s->mar_r);
@@ -194,17 +215,19 @@ static int train_pref(const Config *cfg, const PrefStage *p, const char *dir, co
     snprintf(train_name, sizeof train_name, "%s-train", p->dimension);
     snprintf(val_name, sizeof val_name, "%s-validation", p->dimension);
     BackendAdapter *h = NULL;
-    int rc = split_constants(cfg, ms, margin, &pairs->train, train_name, &tr, err) ||
-             split_constants(cfg, ms, margin, &pairs->val, val_name, &ev, err) ||
+    int rc = split_constants(cfg, o->comm, ms, margin, &pairs->train, train_name, &tr, err) ||
+             split_constants(cfg, o->comm, ms, margin, &pairs->val, val_name, &ev, err) ||
              model_bind_adapter(ms, a, &h, err);
     if (rc == 0) {
         PrefObjective po = {ms->backend, h, &pairs->train, &pairs->val,
                             {tr.ref_c, tr.ref_r, margin ? tr.mar_c : NULL, margin ? tr.mar_r : NULL},
                             {ev.ref_c, ev.ref_r, margin ? ev.mar_c : NULL, margin ? ev.mar_r : NULL},
                             p->tc->eval_size, p->tc->batch_size, p->is_modpo, p->beta, p->w,
-                            (PrefLossType)pref_loss_type_from_name(p->loss)};
+                            (PrefLossType)pref_loss_type_from_name(p->loss),
+                            o->recompute_frozen, margin, cfg->margin_beta};
         TrainerSetup ts = {p->name, dir, p->tc, (uint64_t)cfg->seed, ms->backend, a, h,
-                           pref_objective(&po), o->quiet, o->stop_after_step};
+                           pref_objective(&po), o->quiet || !dist_is_root(o->comm), o->stop_after_step,
+                           o->comm};
         rc = trainer_run(&ts, res, err);
     }
     if (h) ms->backend->ops->adapter_unbind(ms->backend, h);
@@ -236,7 +259,7 @@ static int run_pref_stage(const Config *cfg, const PrefStage *p, const char *con
         return error_set(err, "%s needs the SFT model: run `modpo sft` first (%s is not finished)",
                          p->name, done_sft);
     int skip;
-    if (open_stage(dir, cfg, critical, o->force, p->name, &skip, err)) return -1;
+    if (open_stage(dir, cfg, critical, o, p->name, &skip, err)) return -1;
     if (skip) return 0;
     RunData data;
     RunPairs pairs;
@@ -254,12 +277,13 @@ static int run_pref_stage(const Config *cfg, const PrefStage *p, const char *con
          model_new_adapter(cfg, &ms.model.config, (uint64_t)cfg->seed, &a, err) ||
          train_pref(cfg, p, dir, o, &ms, &pairs, mh, &a, &res, err);
     int finished = rc == 0 && res.steps_done >= p->tc->steps;
-    if (finished) rc = save_adapter(dir, &a, sft_model, err);
-    if (finished && rc == 0) {
+    if (finished && dist_is_root(o->comm)) rc = save_adapter(dir, &a, sft_model, err);
+    if (finished && rc == 0 && dist_is_root(o->comm)) {
         char summary[512];
         result_json(&res, summary, sizeof summary);
         rc = stage_mark_done(dir, summary, err);
     }
+    if (finished) rc = finish_collective(o, rc, err);
     if (mh) ms.backend->ops->adapter_unbind(ms.backend, mh);
     lora_adapter_free(&margin);
     lora_adapter_free(&a);
@@ -294,4 +318,76 @@ int stage_modpo(const Config *cfg, double w, const StageOptions *o, Error *err)
                                            NULL};
     PrefStage p = {name, cfg->modpo_dimension, &cfg->modpo, 1, cfg->modpo_beta, w, cfg->modpo_loss};
     return run_pref_stage(cfg, &p, critical, o, err);
+}
+
+/* ---- the w grid over rank groups ----------------------------------------- */
+
+int stage_modpo_precompute(const Config *cfg, const StageOptions *o, Error *err)
+{
+    char sft_model[RUN_PATH_MAX], dpo_dir[RUN_PATH_MAX];
+    run_path(cfg, "sft-model", sft_model);
+    run_path(cfg, "dpo", dpo_dir);
+    if (!stage_is_done(dpo_dir))
+        return error_set(err, "the MODPO precompute needs the margin adapter: run `modpo dpo` first");
+    RunData data;
+    RunPairs pairs;
+    ModelSession ms;
+    LoraAdapter margin;
+    BackendAdapter *mh = NULL;
+    memset(&margin, 0, sizeof margin);
+    if (run_data_load(&data, cfg, sft_model, err)) return -1;
+    if (run_pairs_build(&data, cfg, cfg->modpo_dimension, &pairs, err)) { run_data_free(&data); return -1; }
+    int rc = model_session_open(&ms, cfg, sft_model, err);
+    if (rc) { run_pairs_free(&pairs); run_data_free(&data); return -1; }
+    double t0 = monotonic_seconds();
+    SplitConstants tr, ev;
+    memset(&tr, 0, sizeof tr);
+    memset(&ev, 0, sizeof ev);
+    char train_name[64], val_name[64];
+    snprintf(train_name, sizeof train_name, "%s-train", cfg->modpo_dimension);
+    snprintf(val_name, sizeof val_name, "%s-validation", cfg->modpo_dimension);
+    rc = bind_margin(cfg, &ms, &margin, &mh, err) ||
+         split_constants(cfg, o->comm, &ms, mh, &pairs.train, train_name, &tr, err) ||
+         split_constants(cfg, o->comm, &ms, mh, &pairs.val, val_name, &ev, err);
+    if (rc == 0 && dist_is_root(o->comm))
+        fprintf(stderr, "modpo precompute: reference and margin logps of %zu + %zu %s pairs %s (%.1f s, %d rank%s)\n",
+                pairs.train.n, pairs.val.n, cfg->modpo_dimension,
+                tr.computed + ev.computed ? "computed" : "read from the cache", monotonic_seconds() - t0,
+                dist_size(o->comm), dist_size(o->comm) > 1 ? "s" : "");
+    split_free(&tr);
+    split_free(&ev);
+    if (mh) ms.backend->ops->adapter_unbind(ms.backend, mh);
+    lora_adapter_free(&margin);
+    model_session_close(&ms);
+    run_pairs_free(&pairs);
+    run_data_free(&data);
+    return rc ? -1 : 0;
+}
+
+int stage_modpo_grid(const Config *cfg, const StageOptions *o, Error *err)
+{
+    /* Skipped entirely when every w is finished: no model to load. */
+    bool all_done = true;
+    for (int i = 0; i < cfg->n_w; i++) {
+        char name[64], dir[RUN_PATH_MAX];
+        modpo_stage_name(cfg->w[i], name, sizeof name);
+        run_path(cfg, name, dir);
+        all_done = all_done && stage_is_done(dir);
+    }
+    if (!all_done && stage_modpo_precompute(cfg, o, err)) return -1;
+    DistGroups g;
+    if (dist_groups_split(o->comm, cfg->n_w, cfg->dist_ranks_per_w, &g, err)) return -1;
+    if (dist_is_root(o->comm) && dist_is_multi(o->comm) && !all_done)
+        fprintf(stderr, "modpo modpo: %d w value%s over %d group%s of the %d ranks\n", cfg->n_w,
+                cfg->n_w == 1 ? "" : "s", g.n_groups, g.n_groups == 1 ? "" : "s", dist_size(o->comm));
+    StageOptions go = *o;
+    go.comm = &g.group;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < cfg->n_w; i++)
+        if (dist_groups_owns(&g, i)) rc = stage_modpo(cfg, cfg->w[i], &go, err);
+    /* The groups meet again before anything reads their adapters.  A group
+     * that failed has aborted the job (dist_fail), so this never hangs. */
+    if (rc == 0) rc = dist_barrier(o->comm, err);
+    dist_groups_free(&g);
+    return rc ? -1 : 0;
 }

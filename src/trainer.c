@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "adamw.h"
-#include "grad_clip.h"
+#include "dist/dist_allreduce.h"
+#include "dist/dist_zero.h"
 #include "lr_schedule.h"
 #include "metrics_log.h"
 #include "train_order.h"
@@ -15,13 +17,23 @@
 typedef struct {
     const TrainerSetup *s;
     LrSchedule sched;
-    AdamW opt;
+    GradComm gc;
+    ZeroOptimizer zero;       /* AdamW over this rank's slice (all of it on one rank) */
     TrainOrder order;
     TrainState st;
     MetricsLog log;
-    size_t *idx;
-    double tokens_per_s;
+    bool root;                /* rank 0 of the group: logs and progress */
+    size_t *idx;              /* [batch_size] one micro-batch's examples */
+    double step_seconds;      /* gradients + optimizer, summed over the steps run */
+    double cpu_seconds;       /* this process's CPU time in them */
 } Run;
+
+static double cpu_seconds_now(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0) return 0;
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static int run_init(Run *r, const TrainerSetup *s, Error *err)
 {
@@ -34,7 +46,12 @@ static int run_init(Run *r, const TrainerSetup *s, Error *err)
                          tc->warmup_steps, tc->warmup_ratio, err))
         return -1;
     size_t n = s->adapter->n_params;
-    if (adamw_init(&r->opt, n, adamw_default_config(tc->weight_decay), err)) return -1;
+    r->root = dist_is_root(s->comm);
+    GradCommKind transport;
+    if (grad_comm_kind_from_name("auto", s->backend->ops->name, &transport) ||
+        grad_comm_init(&r->gc, s->comm, transport, n, err) ||
+        zero_init(&r->zero, &r->gc, n, adamw_default_config(tc->weight_decay), err))
+        return -1;
     if (train_order_init(&r->order, s->seed, s->obj.n_train, err)) return -1;
     r->idx = calloc((size_t)tc->batch_size, sizeof *r->idx);
     r->st.best_params = malloc(n * sizeof(float));
@@ -42,7 +59,9 @@ static int run_init(Run *r, const TrainerSetup *s, Error *err)
     r->st.stage = s->stage;
     r->st.n_params = n;
     r->st.params = s->adapter->params;
-    r->st.opt = &r->opt;
+    r->st.opt = &r->zero.opt;
+    r->st.opt_begin = r->zero.begin;
+    r->st.comm = s->comm;
     r->st.best_eval_loss = INFINITY;
     r->st.best_step = -1;
     return 0;
@@ -50,7 +69,8 @@ static int run_init(Run *r, const TrainerSetup *s, Error *err)
 
 static void run_free(Run *r)
 {
-    adamw_free(&r->opt);
+    zero_free(&r->zero);
+    grad_comm_free(&r->gc);
     train_order_free(&r->order);
     free(r->idx);
     free(r->st.best_params);
@@ -62,10 +82,10 @@ static int resume(Run *r, TrainResult *res, Error *err)
     bool found = false;
     char warning[1024] = "";
     if (train_state_load(s->dir, &r->st, &found, warning, sizeof warning, err)) return -1;
-    if (warning[0]) fprintf(stderr, "modpo %s: warning: %s\n", s->stage, warning);
+    if (warning[0] && r->root) fprintf(stderr, "modpo %s: warning: %s\n", s->stage, warning);
     if (!found) return 0;
     res->resumed_from = r->st.step;
-    fprintf(stderr, "modpo %s: resuming from step %ld\n", s->stage, r->st.step);
+    if (r->root) fprintf(stderr, "modpo %s: resuming from step %ld\n", s->stage, r->st.step);
     return s->backend->ops->adapter_push(s->backend, s->handle, err);
 }
 
@@ -82,48 +102,94 @@ static void accumulate(ObjectiveStats *sum, const ObjectiveStats *m, double weig
         sum->metrics[i].value += weight * m->metrics[i].value;
 }
 
+/* The step's metrics summed over the ranks: each rank's part is already
+ * weighted by its share of every micro-batch, so the sums are the means a
+ * single process would log (up to the order of the additions). */
+static int reduce_stats(const Run *r, ObjectiveStats *stats, Error *err)
+{
+    if (!dist_is_multi(r->s->comm)) return 0;
+    double v[TRAIN_METRICS_MAX + 2];
+    v[0] = stats->loss;
+    v[1] = (double)stats->tokens;
+    for (size_t i = 0; i < TRAIN_METRICS_MAX; i++) v[2 + i] = i < stats->n_metrics ? stats->metrics[i].value : 0;
+    if (dist_sum_ordered_f64(r->s->comm, v, TRAIN_METRICS_MAX + 2, err)) return -1;
+    stats->loss = v[0];
+    stats->tokens = (long)v[1];
+    for (size_t i = 0; i < stats->n_metrics; i++) stats->metrics[i].value = v[2 + i];
+    return 0;
+}
+
+/* The examples of micro-batch m of `step` (global positions
+ * (step * grad_accum + m) * batch_size + i), into r->idx. */
+static int micro_batch_examples(Run *r, long step, int m, Error *err)
+{
+    const TrainConfig *tc = r->s->tc;
+    uint64_t base = ((uint64_t)step * (uint64_t)tc->grad_accum + (uint64_t)m) * (uint64_t)tc->batch_size;
+    for (int i = 0; i < tc->batch_size; i++)
+        if (train_order_at(&r->order, base + (uint64_t)i, &r->idx[i], err)) return -1;
+    return 0;
+}
+
+/* Data parallel: the step's batch_size x grad_accum positions are split
+ * contiguously over the group's ranks; a rank runs the part of each
+ * micro-batch that falls in its share, with the gradient scaled by
+ * (1 / grad_accum) x (its part's weight / the micro-batch's weight), so the
+ * gradients summed over the ranks are exactly the single-process ones:
+ * every micro-batch's loss stays the mean over all of its examples. */
 static int accumulate_gradients(Run *r, long step, ObjectiveStats *stats, Error *err)
 {
     const TrainerSetup *s = r->s;
     const TrainConfig *tc = s->tc;
     Backend *b = s->backend;
     memset(stats, 0, sizeof *stats);
+    size_t lo, hi, B = (size_t)tc->batch_size;
+    dist_shard(s->comm, B * (size_t)tc->grad_accum, &lo, &hi);
     if (b->ops->adapter_zero_grads(b, s->handle, err)) return -1;
     for (int m = 0; m < tc->grad_accum; m++) {
-        uint64_t base = ((uint64_t)step * (uint64_t)tc->grad_accum + (uint64_t)m) * (uint64_t)tc->batch_size;
-        for (int i = 0; i < tc->batch_size; i++)
-            if (train_order_at(&r->order, base + (uint64_t)i, &r->idx[i], err)) return -1;
+        size_t first = (size_t)m * B, from = lo > first ? lo : first, to = hi < first + B ? hi : first + B;
+        if (from >= to) continue;
+        if (micro_batch_examples(r, step, m, err)) return -1;
+        const size_t *part = r->idx + (from - first);
+        int n = (int)(to - from);
+        double share = 1.0;
+        if (n < tc->batch_size) {
+            double whole = s->obj.weight(s->obj.ctx, r->idx, tc->batch_size);
+            share = whole > 0 ? s->obj.weight(s->obj.ctx, part, n) / whole : 0.0;
+        }
         ObjectiveStats micro;
         memset(&micro, 0, sizeof micro);
-        if (s->obj.micro(s->obj.ctx, r->idx, tc->batch_size, 1.0 / tc->grad_accum, &micro, err))
+        if (s->obj.micro(s->obj.ctx, part, n, share / tc->grad_accum, &micro, err))
             return error_prefix(err, "step %ld micro-batch %d: ", step + 1, m);
-        accumulate(stats, &micro, 1.0 / tc->grad_accum);
+        accumulate(stats, &micro, share / tc->grad_accum);
     }
-    return b->ops->adapter_pull_grads(b, s->handle, err);
+    return b->ops->adapter_pull_grads(b, s->handle, err) || reduce_stats(r, stats, err) ? -1 : 0;
 }
 
 static int optimizer_step(Run *r, long step, double *grad_norm, double *lr, Error *err)
 {
     const TrainerSetup *s = r->s;
     LoraAdapter *a = s->adapter;
-    *grad_norm = grad_clip_norm(a->grads, a->n_params, s->tc->max_grad_norm);
-    if (!isfinite(*grad_norm))
-        return error_set(err, "step %ld: the gradient norm is not finite (%g)", step + 1, *grad_norm);
     *lr = lr_schedule_lr(&r->sched, step);
-    if (adamw_step(&r->opt, a->params, a->grads, a->n_params, *lr, err)) return -1;
+    if (zero_step(&r->zero, a->params, a->grads, s->tc->max_grad_norm, *lr, grad_norm, err))
+        return error_prefix(err, "step %ld: ", step + 1);
     return s->backend->ops->adapter_push(s->backend, s->handle, err);
 }
 
 static int log_train(Run *r, long step, const ObjectiveStats *st, double grad_norm, double lr,
                      double seconds, Error *err)
 {
-    MetricValue v[TRAIN_METRICS_MAX + 5];
+    MetricValue v[TRAIN_METRICS_MAX + 7];
     int n = 0;
     v[n++] = (MetricValue){"loss", st->loss};
     v[n++] = (MetricValue){"lr", lr};
     v[n++] = (MetricValue){"grad_norm", grad_norm};
     v[n++] = (MetricValue){"tokens_per_s", seconds > 0 ? (double)st->tokens / seconds : NAN};
     for (size_t i = 0; i < st->n_metrics; i++) v[n++] = (MetricValue){st->metrics[i].name, st->metrics[i].value};
+    if (dist_is_multi(r->s->comm)) {
+        v[n++] = (MetricValue){"ranks", (double)dist_size(r->s->comm)};
+        v[n++] = (MetricValue){"comm_seconds", r->gc.seconds};
+    }
+    if (!r->root) return 0;
     return metrics_log_write(&r->log, "train", step, v, n, err);
 }
 
@@ -132,7 +198,7 @@ static int evaluate(Run *r, long step, Error *err)
     const TrainerSetup *s = r->s;
     ObjectiveStats ev;
     memset(&ev, 0, sizeof ev);
-    if (s->obj.evaluate(s->obj.ctx, &ev, err)) return error_prefix(err, "evaluation at step %ld: ", step);
+    if (s->obj.evaluate(s->obj.ctx, s->comm, &ev, err)) return error_prefix(err, "evaluation at step %ld: ", step);
     if (ev.loss < r->st.best_eval_loss) {
         r->st.best_eval_loss = ev.loss;
         r->st.best_step = step;
@@ -143,6 +209,7 @@ static int evaluate(Run *r, long step, Error *err)
     v[n++] = (MetricValue){"eval_loss", ev.loss};
     v[n++] = (MetricValue){"best_eval_loss", r->st.best_eval_loss};
     for (size_t i = 0; i < ev.n_metrics; i++) v[n++] = (MetricValue){ev.metrics[i].name, ev.metrics[i].value};
+    if (!r->root) return 0;
     return metrics_log_write(&r->log, "eval", step, v, n, err);
 }
 
@@ -151,11 +218,13 @@ static int train_one_step(Run *r, double *loss, Error *err)
     const TrainerSetup *s = r->s;
     const TrainConfig *tc = s->tc;
     long step = r->st.step;
-    double t0 = monotonic_seconds();
+    double t0 = monotonic_seconds(), c0 = cpu_seconds_now();
     ObjectiveStats stats;
     double grad_norm = 0, lr = 0;
     if (accumulate_gradients(r, step, &stats, err)) return -1;
     if (optimizer_step(r, step, &grad_norm, &lr, err)) return -1;
+    r->step_seconds += monotonic_seconds() - t0;
+    r->cpu_seconds += cpu_seconds_now() - c0;
     r->st.step = ++step;
     *loss = stats.loss;
     if (step % tc->log_steps == 0 || step == 1 || step == tc->steps)
@@ -166,7 +235,7 @@ static int train_one_step(Run *r, double *loss, Error *err)
         if (train_state_save(s->dir, &r->st, tc->save_total_limit, err)) return -1;
     char extra[96];
     snprintf(extra, sizeof extra, "loss %.4f", stats.loss);
-    metrics_log_progress(&r->log, step, tc->steps, extra);
+    if (r->root) metrics_log_progress(&r->log, step, tc->steps, extra);
     return 0;
 }
 
@@ -189,10 +258,10 @@ int trainer_run(const TrainerSetup *s, TrainResult *res, Error *err)
     if (run_init(&r, s, err) || resume(&r, res, err)) goto done;
     char path[CONFIG_STR_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", s->dir);
-    if (metrics_log_open(&r.log, path, s->stage, r.st.step, err)) goto done;
+    if (r.root && metrics_log_open(&r.log, path, s->stage, r.st.step, err)) goto done;
     r.log.quiet = s->quiet;
     rc = train_loop(&r, res, err);
-    metrics_log_close(&r.log);
+    if (r.root) metrics_log_close(&r.log);
     if (rc) goto done;
     if (r.st.best_step >= 0) {
         memcpy(s->adapter->params, r.st.best_params, s->adapter->n_params * sizeof(float));
@@ -202,6 +271,10 @@ int trainer_run(const TrainerSetup *s, TrainResult *res, Error *err)
     res->best_eval_loss = r.st.best_eval_loss;
     res->best_step = r.st.best_step;
     res->seconds = monotonic_seconds() - t0;
+    res->comm_seconds = r.gc.seconds;
+    res->step_seconds = r.step_seconds;
+    res->cpu_seconds = r.cpu_seconds;
+    if (dist_sum_ordered_f64(s->comm, &res->cpu_seconds, 1, err)) { rc = -1; goto done; }
 done:
     run_free(&r);
     return rc;

@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "dist/dist_comm.h"
 #include "error.h"
 #include "losses.h"
 #include "lora.h"
@@ -35,8 +36,16 @@ typedef struct {
      * gradient accumulator and reports the micro-batch's loss and metrics. */
     int (*micro)(void *ctx, const size_t *idx, int n, double grad_scale, ObjectiveStats *out,
                  Error *err);
-    /* Loss and metrics of the current adapter on the validation set. */
-    int (*evaluate)(void *ctx, ObjectiveStats *out, Error *err);
+    /* Loss and metrics of the current adapter on the validation set,
+     * collective over comm (NULL: one process): each rank evaluates whole
+     * batches of a contiguous share and the parts are summed in rank order,
+     * so every rank gets the same numbers. */
+    int (*evaluate)(void *ctx, const DistComm *comm, ObjectiveStats *out, Error *err);
+    /* What a micro-batch's loss is a mean over: the pairs (DPO, MODPO) or
+     * the completion tokens (SFT) of idx[0..n).  Data parallelism splits a
+     * micro-batch over ranks and scales each part's gradient by its share
+     * of this, so the sum over ranks is the single-process gradient. */
+    double (*weight)(void *ctx, const size_t *idx, int n);
 } Objective;
 
 typedef struct {
@@ -50,6 +59,14 @@ typedef struct {
     Objective obj;
     bool quiet;                /* no progress line */
     long stop_after_step;      /* testing: return after this step as if killed (0: off) */
+    /* The data-parallel group training this adapter (NULL: one process).
+     * Every rank of it calls trainer_run with the same setup; each takes
+     * its contiguous shard of every optimizer step's global positions
+     * (batch_size x grad_accum, independent of the group size), the
+     * gradients are summed by a reduce-scatter, the optimizer state is
+     * sharded (ZeRO-1, dist/dist_zero.h) and rank 0 alone writes the logs
+     * and the checkpoint index. */
+    const DistComm *comm;
 } TrainerSetup;
 
 typedef struct {
@@ -59,6 +76,9 @@ typedef struct {
     long best_step;
     double last_train_loss;
     double seconds;
+    double comm_seconds;       /* in gradient / parameter collectives */
+    double step_seconds;       /* in the training steps themselves (no eval, no saves) */
+    double cpu_seconds;        /* CPU time of those steps, summed over the group's ranks */
 } TrainResult;
 
 /* Runs (or resumes) training.  On return the host adapter holds the best

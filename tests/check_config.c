@@ -211,6 +211,23 @@ START_TEST(set_rejects_bad_values)
 }
 END_TEST
 
+/* dist.ranks_per_w: 0 (automatic) by default, set like any integer, never
+ * negative; written and read back with the rest. */
+START_TEST(dist_ranks_per_w_key)
+{
+    Config c;
+    conf_defaults(&c);
+    Error err;
+    ck_assert_int_eq(c.dist_ranks_per_w, 0);
+    ck_assert_int_eq(conf_set(&c, "dist.ranks_per_w=4", &err), 0);
+    ck_assert_int_eq(c.dist_ranks_per_w, 4);
+    char problems[4096] = "";
+    ck_assert_int_eq(conf_validate(&c, problems, sizeof problems), 0);
+    ck_assert_int_eq(conf_set(&c, "dist.ranks_per_w=-1", &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "dist.ranks_per_w"));
+}
+END_TEST
+
 START_TEST(written_config_reads_back_equal)
 {
     Config a, b;
@@ -256,6 +273,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, set_overrides_by_type);
     tcase_add_test(tc, set_rejects_bad_values);
     tcase_add_test(tc, written_config_reads_back_equal);
+    tcase_add_test(tc, dist_ranks_per_w_key);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -82,6 +82,29 @@ static double metric(const char *path, const char *kind, const char *key, int la
     return v;
 }
 
+/* Mean of `key` over the `kind` records with step >= from. */
+static double metric_mean(const char *path, const char *kind, const char *key, long from)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s missing", path);
+    char line[8192];
+    double sum = 0;
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        ck_assert_msg(o != NULL, "bad JSON line in %s: %s", path, line);
+        if (strcmp(json_string_value(json_object_get(o, "kind")), kind) == 0 &&
+            json_integer_value(json_object_get(o, "step")) >= from && json_object_get(o, key)) {
+            sum += json_number_value(json_object_get(o, key));
+            n++;
+        }
+        json_decref(o);
+    }
+    fclose(f);
+    ck_assert_int_gt(n, 0);
+    return sum / n;
+}
+
 static void setup(void)
 {
     strcpy(tmp, "/tmp/modpo-pipeline-XXXXXX");
@@ -103,7 +126,7 @@ START_TEST(pipeline_end_to_end)
 {
     char args[1024], root[512];
     snprintf(root, sizeof root, "%s/full/tiny", tmp);
-    snprintf(args, sizeof args, "pipeline conf/tiny.cfg --set run.output_root=%s/full", tmp);
+    snprintf(args, sizeof args, "pipeline conf/tiny.cfg --set run.output_root=%s/full --set dpo.log_steps=1", tmp);
     ck_assert_int_eq(run_modpo(args, "full"), 0);
     const char *artefacts[] = {"sft/DONE", "sft/adapter/adapter_model.safetensors", "sft-model/config.json",
                                "sft-model/model.safetensors", "sft-model/tokenizer.json",
@@ -123,9 +146,17 @@ START_TEST(pipeline_end_to_end)
     snprintf(p, sizeof p, "%s/sft/metrics.jsonl", root);
     double first = metric(p, "eval", "eval_loss", 0), best = metric(p, "eval", "best_eval_loss", 1);
     ck_assert_msg(best < first - 1e-3, "SFT eval loss did not fall: %g -> %g", first, best);
-    /* The margin adapter beats chance on its training pairs (mean of the logged train accuracy). */
+    /* The margin adapter beats chance on its training pairs: the accuracy of
+     * every logged micro-batch over the second half of DPO (60 pairs), and on
+     * held-out pairs in check-margin. */
     snprintf(p, sizeof p, "%s/dpo/metrics.jsonl", root);
-    ck_assert_double_gt(metric(p, "train", "accuracy", 1), 0.5);
+    double train_acc = metric_mean(p, "train", "accuracy", 16);
+    ck_assert_msg(train_acc > 0.5, "DPO train accuracy %g", train_acc);
+    snprintf(p, sizeof p, "%s/check-margin/result.json", root);
+    json_t *res = json_load_file(p, 0, NULL);
+    ck_assert_ptr_nonnull(res);
+    ck_assert_double_gt(json_number_value(json_object_get(res, "accuracy")), 0.5);
+    json_decref(res);
     /* Two w values give two different policies. */
     char a[1024], b[1024];
     snprintf(a, sizeof a, "%s/modpo-w0.2/adapter/adapter_model.safetensors", root);

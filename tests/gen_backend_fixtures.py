@@ -17,7 +17,7 @@ OUT_DIR defaults to tests/fixtures/backend.  Every case gets a folder:
         logps_base     [S]        the same with the adapter disabled (the reference model)
         grad.<PEFT tensor name>   dL/d(lora_A or lora_B weight), PEFT's names without ".default"
 
-Seeds are fixed, so reruns write the same numbers (same torch build)."""
+Seeds are fixed, so reruns write the same files (same torch build)."""
 
 import json
 import os
@@ -50,6 +50,14 @@ CASES = [
                     rope_theta=10000.0, rms_norm_eps=1e-6),
          targets=["k_proj", "o_proj", "up_proj", "down_proj"],
          lengths=[9, 6, 10], prompts=[2, 4, 3]),
+    # longer than the CPU backend's attention query block (64 rows), with one
+    # key/value head shared by all query heads
+    dict(name="long_mqa", seed=4,
+         model=dict(hidden_size=32, intermediate_size=48, num_attention_heads=4,
+                    num_key_value_heads=1, vocab_size=48, tie_word_embeddings=True,
+                    rope_theta=10000.0, rms_norm_eps=1e-6),
+         targets=["q_proj", "k_proj", "v_proj", "o_proj"],
+         lengths=[136, 100], prompts=[40, 70]),
 ]
 
 
@@ -87,6 +95,17 @@ def add_lora(model, targets):
     return peft_model
 
 
+def sort_target_modules(path):
+    """PEFT writes target_modules from a set, in hash order: sorted, reruns
+    write the same file."""
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["target_modules"] = sorted(cfg["target_modules"])
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def make_batch(spec, vocab):
     lengths, prompts = spec["lengths"], spec["prompts"]
     S, T = len(lengths), max(lengths)
@@ -115,6 +134,7 @@ def write_case(spec, out_dir):
     peft_model = add_lora(model, spec["targets"])
     peft_model.save_pretrained(os.path.join(case_dir, "adapter"))
     os.remove(os.path.join(case_dir, "adapter", "README.md"))  # PEFT's model card: noise here
+    sort_target_modules(os.path.join(case_dir, "adapter", "adapter_config.json"))
 
     tokens, mask, attn = make_batch(spec, vocab)
     coef = torch.randn(len(spec["lengths"]))

@@ -7,4 +7,5 @@ $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates \
     libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
-    libconfig-dev check libsubunit-dev libjansson-dev zlib1g-dev libopenblas-dev
+    libconfig-dev check libsubunit-dev libjansson-dev zlib1g-dev libopenblas-dev \
+    slurm-wlm munge procps

@@ -1,0 +1,491 @@
+/* The CUDA backend: BackendOps on one GPU and one stream (backend.h).
+ * This file is the glue: creation (bf16 upload of the fp32 host model),
+ * adapters (fp32 master params + grads and a bf16 copy on the device),
+ * logps / backward, outputs and sync.  The maths lives in cuda_model.cu and
+ * the kernels of cuda_kernels.cuh.
+ *
+ * Synchronisation: inputs are staged by async copies from pageable memory
+ * (copied out before the call returns); outputs are copied device -> a
+ * pinned buffer asynchronously and from there into the caller's memory at
+ * sync, so a training step (logps -> sync -> loss -> backward) waits on the
+ * host exactly once. */
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_reduce.cuh"
+
+extern "C" {
+#include "cuda_backend.h"
+}
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PINNED_MIN ((size_t)1 << 20)
+
+/* ---------------- outputs ---------------- */
+
+int cu_flush(CuState *st, Error *err)
+{
+    CU_TRY(cudaStreamSynchronize(st->stream));
+    for (int i = 0; i < st->n_pend; i++)
+        memcpy(st->pend[i].dst, st->pinned + st->pend[i].src_off, st->pend[i].bytes);
+    st->n_pend = 0;
+    st->pinned_used = 0;
+    return 0;
+}
+
+int cu_output(CuState *st, void *dst, const void *src_dev, size_t bytes, Error *err)
+{
+    size_t need = (bytes + 255) / 256 * 256;
+    if (st->pinned_used + need > st->pinned_cap) {
+        TRY(cu_flush(st, err));
+        if (need > st->pinned_cap) {
+            size_t cap = need > 2 * st->pinned_cap ? need : 2 * st->pinned_cap;
+            cap = cap < PINNED_MIN ? PINNED_MIN : cap;
+            if (st->pinned) CU_TRY(cudaFreeHost(st->pinned));
+            st->pinned = NULL;
+            st->pinned_cap = 0;
+            CU_TRY(cudaMallocHost((void **)&st->pinned, cap));
+            st->pinned_cap = cap;
+        }
+    }
+    if (st->n_pend == st->cap_pend) {
+        int cap = st->cap_pend ? 2 * st->cap_pend : 64;
+        CuPending *p = (CuPending *)realloc(st->pend, (size_t)cap * sizeof *p);
+        if (!p) return error_set(err, "out of memory queueing an output");
+        st->pend = p;
+        st->cap_pend = cap;
+    }
+    size_t off = st->pinned_used;
+    CU_TRY(cudaMemcpyAsync(st->pinned + off, src_dev, bytes, cudaMemcpyDeviceToHost, st->stream));
+    st->pend[st->n_pend++] = CuPending{dst, off, bytes};
+    st->pinned_used += need;
+    return 0;
+}
+
+static int cu_sync(Backend *b, Error *err)
+{
+    if (cu_flush(cu_state(b), err)) return error_prefix(err, "cuda sync: ");
+    return 0;
+}
+
+/* ---------------- adapters ---------------- */
+
+static int check_adapter_shape(const LlamaConfig *c, const LoraAdapter *host, Error *err)
+{
+    if (host->n_layers != c->num_hidden_layers)
+        return error_set(err, "adapter has %d layers, the model %d", host->n_layers,
+                         c->num_hidden_layers);
+    for (int l = 0; l < host->n_layers; l++)
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            const LoraSlot *s = lora_slot(host, l, (LoraTarget)t);
+            if (!s) continue;
+            int in = t == LORA_DOWN_PROJ ? c->intermediate_size : c->hidden_size;
+            int out = t == LORA_K_PROJ || t == LORA_V_PROJ ? llama_kv_dim(c)
+                      : t == LORA_GATE_PROJ || t == LORA_UP_PROJ ? c->intermediate_size
+                                                                 : c->hidden_size;
+            if (s->in_features != in || s->out_features != out)
+                return error_set(err, "adapter layer %d %s is [%d -> %d], the model's [%d -> %d]",
+                                 l, lora_target_name((LoraTarget)t), s->in_features,
+                                 s->out_features, in, out);
+        }
+    return 0;
+}
+
+static void adapter_free(CuState *st, CuAdapter *ca)
+{
+    if (!ca) return;
+    cudaStreamSynchronize(st->stream); /* queued work may still read it */
+    if (ca->params) cudaFree(ca->params);
+    if (ca->grads) cudaFree(ca->grads);
+    if (ca->pbf) cudaFree(ca->pbf);
+    free(ca);
+}
+
+static int cu_adapter_push(Backend *b, BackendAdapter *a, Error *err)
+{
+    CuState *st = cu_state(b);
+    CuAdapter *ca = (CuAdapter *)a->impl;
+    CU_TRY(cudaMemcpyAsync(ca->params, a->host->params, ca->n * sizeof(float),
+                           cudaMemcpyHostToDevice, st->stream));
+    return cu_to_bf16(st, ca->n, ca->params, ca->pbf, err);
+}
+
+static int cu_adapter_zero_grads(Backend *b, BackendAdapter *a, Error *err)
+{
+    CuState *st = cu_state(b);
+    CuAdapter *ca = (CuAdapter *)a->impl;
+    CU_TRY(cudaMemsetAsync(ca->grads, 0, ca->n * sizeof(float), st->stream));
+    return 0;
+}
+
+static int cu_adapter_pull_grads(Backend *b, BackendAdapter *a, Error *err)
+{
+    CuState *st = cu_state(b);
+    CuAdapter *ca = (CuAdapter *)a->impl;
+    CU_TRY(cudaMemcpyAsync(a->host->grads, ca->grads, ca->n * sizeof(float),
+                           cudaMemcpyDeviceToHost, st->stream));
+    CU_TRY(cudaStreamSynchronize(st->stream));
+    return 0;
+}
+
+static int cu_adapter_bind(Backend *b, LoraAdapter *host, BackendAdapter **out, Error *err)
+{
+    CuState *st = cu_state(b);
+    TRY(check_adapter_shape(&st->c, host, err));
+    BackendAdapter *a = (BackendAdapter *)calloc(1, sizeof *a);
+    CuAdapter *ca = (CuAdapter *)calloc(1, sizeof *ca);
+    if (!a || !ca) {
+        free(a);
+        free(ca);
+        return error_set(err, "out of memory binding an adapter");
+    }
+    a->host = host;
+    a->impl = ca;
+    ca->host = host;
+    ca->n = host->n_params;
+    size_t n = ca->n ? ca->n : 1;
+    cudaError_t e = cudaMalloc((void **)&ca->params, n * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ca->grads, n * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ca->pbf, n * sizeof(bf16));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        adapter_free(st, ca);
+        free(a);
+        return error_set(err, "binding an adapter of %zu params: %s", ca->n, cudaGetErrorString(e));
+    }
+    if (cu_adapter_push(b, a, err) || cu_adapter_zero_grads(b, a, err)) {
+        adapter_free(st, ca);
+        free(a);
+        return error_prefix(err, "binding an adapter: ");
+    }
+    *out = a;
+    return 0;
+}
+
+static void cu_adapter_unbind(Backend *b, BackendAdapter *a)
+{
+    CuState *st = cu_state(b);
+    if (!a) return;
+    if (st->has_fwd && st->fwd.adapter == a) { /* a kept forward must not outlive it */
+        st->has_fwd = 0;
+        cu_arena_reset(&st->kept, NULL);
+    }
+    adapter_free(st, (CuAdapter *)a->impl);
+    free(a);
+}
+
+/* ---------------- logps / backward ---------------- */
+
+static int cu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *out_logps, int keep,
+                    Error *err)
+{
+    CuState *st = cu_state(b);
+    CuForward local, *f = keep ? &st->fwd : &local;
+    CuArena *arena = keep ? &st->kept : &st->scratch;
+    if (keep) {
+        st->has_fwd = 0;
+        if (cu_arena_reset(&st->kept, err)) return error_prefix(err, "cuda logps: ");
+    }
+    if (cu_arena_reset(&st->scratch, err)) return error_prefix(err, "cuda logps: ");
+    memset(f, 0, sizeof *f);
+    f->keep = keep;
+    if (cu_rows_from_batch(st, batch, &f->rows, &f->lab, arena, err) ||
+        cu_rope_tables(st, f->rows.max_q, err) ||
+        cu_model_forward(st, a, f, NULL, arena, err))
+        return error_prefix(err, "cuda logps: ");
+    if (keep) {
+        f->lab.dhn = cu_alloc<float>(arena, (size_t)(f->lab.n ? f->lab.n : 1) * st->c.hidden_size);
+        if (cu_arena_check(arena, "the head direction", err)) return error_prefix(err, "cuda logps: ");
+    }
+    float *seq = cu_alloc<float>(&st->scratch, (size_t)batch->n_seq);
+    if (cu_arena_check(&st->scratch, "logps", err) ||
+        cu_logprobs_forward(st, f, keep, seq, err) ||
+        cu_output(st, out_logps, seq, (size_t)batch->n_seq * sizeof(float), err))
+        return error_prefix(err, "cuda logps: ");
+    if (keep) {
+        f->n_seq = batch->n_seq;
+        f->seq_len = batch->seq_len;
+        st->has_fwd = 1;
+    }
+    return 0;
+}
+
+static int cu_backward(Backend *b, BackendAdapter *a, const Batch *batch, const float *dlogps,
+                       Error *err)
+{
+    CuState *st = cu_state(b);
+    if (!a) return error_set(err, "cuda backward: no adapter (the base model has no gradients)");
+    if (!st->has_fwd || st->fwd.adapter != a)
+        return error_set(err, "cuda backward: no forward of this adapter kept "
+                         "(call logps with keep_for_backward first)");
+    if (st->fwd.n_seq != batch->n_seq || st->fwd.seq_len != batch->seq_len)
+        return error_set(err, "cuda backward: batch is %dx%d, the kept forward's %dx%d",
+                         batch->n_seq, batch->seq_len, st->fwd.n_seq, st->fwd.seq_len);
+    int rc = cu_arena_reset(&st->scratch, err);
+    float *d = rc ? NULL : cu_alloc<float>(&st->scratch, (size_t)batch->n_seq);
+    if (!rc) rc = cu_arena_check(&st->scratch, "dlogps", err);
+    if (!rc) {
+        cudaError_t e = cudaMemcpyAsync(d, dlogps, (size_t)batch->n_seq * sizeof(float),
+                                        cudaMemcpyHostToDevice, st->stream);
+        if (e != cudaSuccess) rc = error_set(err, "uploading dlogps: %s", cudaGetErrorString(e));
+    }
+    if (!rc) rc = cu_model_backward(st, a, &st->fwd, d, &st->scratch, err);
+    st->has_fwd = 0;
+    Error e2;
+    if (cu_arena_reset(&st->kept, rc ? &e2 : err) && !rc) rc = -1;
+    return rc ? error_prefix(err, "cuda backward: ") : 0;
+}
+
+/* For parity tests: every position's logits, synchronously. */
+static int cu_debug_logits(Backend *b, BackendAdapter *a, const Batch *batch, float *out,
+                           Error *err)
+{
+    CuState *st = cu_state(b);
+    const LlamaConfig *c = &st->c;
+    size_t v = c->vocab_size;
+    CuForward f;
+    memset(&f, 0, sizeof f);
+    TRY(cu_flush(st, err));
+    if (cu_arena_reset(&st->scratch, err) ||
+        cu_rows_from_batch(st, batch, &f.rows, NULL, &st->scratch, err) ||
+        cu_rope_tables(st, f.rows.max_q, err) ||
+        cu_model_forward(st, a, &f, NULL, &st->scratch, err))
+        return error_prefix(err, "cuda logits: ");
+    int n = f.rows.n_rows;
+    int32_t *idx = (int32_t *)malloc((size_t)n * sizeof *idx);
+    float *host = (float *)malloc((size_t)n * v * sizeof *host);
+    if (!idx || !host) {
+        free(idx);
+        free(host);
+        return error_set(err, "cuda logits: out of memory");
+    }
+    for (int r = 0; r < n; r++) idx[r] = r;
+    int32_t *didx = cu_upload_ints(st, idx, (size_t)n, &st->scratch, err);
+    float *logits = cu_alloc<float>(&st->scratch, (size_t)n * v);
+    int rc = !didx || cu_arena_check(&st->scratch, "logits", err) ||
+             cu_head_logits(st, f.x_final, n, didx, logits, err);
+    cudaError_t e = cudaSuccess;
+    if (!rc) e = cudaMemcpyAsync(host, logits, (size_t)n * v * sizeof(float),
+                                 cudaMemcpyDeviceToHost, st->stream);
+    if (!rc && e == cudaSuccess) e = cudaStreamSynchronize(st->stream);
+    if (!rc && e != cudaSuccess) rc = error_set(err, "cuda logits: %s", cudaGetErrorString(e));
+    if (!rc) {
+        memset(out, 0, (size_t)batch->n_seq * batch->seq_len * v * sizeof(float));
+        int r = 0;
+        for (int s = 0; s < batch->n_seq; s++)
+            for (int t = 0; t < batch->lengths[s]; t++, r++)
+                memcpy(out + ((size_t)s * batch->seq_len + t) * v, host + (size_t)r * v,
+                       v * sizeof(float));
+    }
+    free(idx);
+    free(host);
+    return rc ? -1 : 0;
+}
+
+/* ---------------- creation ---------------- */
+
+static void cu_destroy(Backend *b)
+{
+    if (!b) return;
+    CuState *st = cu_state(b);
+    if (st) {
+        if (st->stream) cudaStreamSynchronize(st->stream);
+        cu_arena_free(&st->kept);
+        cu_arena_free(&st->scratch);
+        if (st->stream) cudaStreamSynchronize(st->stream);
+        if (st->weights) cudaFree(st->weights);
+        if (st->rope_cos) cudaFree(st->rope_cos);
+        if (st->pinned) cudaFreeHost(st->pinned);
+        if (st->blas) cublasDestroy(st->blas);
+        if (st->stream) cudaStreamDestroy(st->stream);
+        free(st->layers);
+        free(st->kept_layers);
+        free(st->pend);
+        free(st->hints);
+        free(st);
+    }
+    free(b);
+}
+
+static const BackendOps cuda_ops = {
+    "cuda",
+    cu_destroy,
+    cu_sync,
+    cu_adapter_bind,
+    cu_adapter_unbind,
+    cu_adapter_push,
+    cu_adapter_pull_grads,
+    cu_adapter_zero_grads,
+    cu_logps,
+    cu_backward,
+    cu_kv_create,
+    cu_kv_free,
+    cu_prefill,
+    cu_decode_step,
+    cu_debug_logits,
+};
+
+static int check_config(const LlamaConfig *c, Error *err)
+{
+    if (c->hidden_size <= 0 || c->num_attention_heads <= 0 || c->num_key_value_heads <= 0 ||
+        c->num_hidden_layers <= 0 || c->vocab_size <= 0 || c->intermediate_size <= 0)
+        return error_set(err, "cuda backend: model config has a non-positive size");
+    if (c->hidden_size % c->num_attention_heads || llama_head_dim(c) % 2 ||
+        c->num_attention_heads % c->num_key_value_heads)
+        return error_set(err, "cuda backend: %d heads (%d key/value) do not divide hidden size "
+                         "%d into even head dims", c->num_attention_heads,
+                         c->num_key_value_heads, c->hidden_size);
+    if (llama_head_dim(c) > 256)
+        return error_set(err, "cuda backend: head_dim %d is above 256", llama_head_dim(c));
+    return 0;
+}
+
+/* Converts one fp32 host tensor into bf16 at dst through a device staging
+ * buffer (stream-ordered, so the staging buffer is reused safely). */
+static int upload_bf16(CuState *st, const float *h, size_t n, bf16 *dst, float *stage,
+                       size_t stage_n, Error *err)
+{
+    for (size_t i = 0; i < n; i += stage_n) {
+        size_t m = n - i < stage_n ? n - i : stage_n;
+        CU_TRY(cudaMemcpyAsync(stage, h + i, m * sizeof(float), cudaMemcpyHostToDevice, st->stream));
+        TRY(cu_to_bf16(st, m, stage, dst + i, err));
+    }
+    return 0;
+}
+
+static size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
+
+static int upload_weights(CuState *st, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    const LlamaWeights *w = &st->model->weights;
+    size_t d = c->hidden_size, kv = llama_kv_dim(c), f = c->intermediate_size, v = c->vocab_size;
+    int L = c->num_hidden_layers, tied = w->lm_head == w->embed_tokens;
+    size_t mat[LORA_N_TARGETS] = {d * d, kv * d, kv * d, d * d, f * d, f * d, d * f};
+    size_t bytes = align_up(v * d * sizeof(bf16)) + (tied ? 0 : align_up(v * d * sizeof(bf16))) +
+                   align_up((2 * (size_t)L + 1) * d * sizeof(float));
+    size_t largest = v * d;
+    for (int t = 0; t < LORA_N_TARGETS; t++) {
+        bytes += (size_t)L * align_up(mat[t] * sizeof(bf16));
+        largest = mat[t] > largest ? mat[t] : largest;
+    }
+    CU_TRY(cudaMalloc(&st->weights, bytes));
+    char *p = (char *)st->weights;
+    size_t stage_n = largest < ((size_t)32 << 20) ? largest : ((size_t)32 << 20);
+    float *stage = NULL;
+    CU_TRY(cudaMalloc((void **)&stage, stage_n * sizeof(float)));
+    int rc = 0;
+    bf16 *embed = (bf16 *)p;
+    p += align_up(v * d * sizeof(bf16));
+    rc = upload_bf16(st, w->embed_tokens, v * d, embed, stage, stage_n, err);
+    st->embed = embed;
+    st->lm_head = embed;
+    if (!rc && !tied) {
+        bf16 *head = (bf16 *)p;
+        p += align_up(v * d * sizeof(bf16));
+        rc = upload_bf16(st, w->lm_head, v * d, head, stage, stage_n, err);
+        st->lm_head = head;
+    }
+    float *norms = (float *)p;
+    p += align_up((2 * (size_t)L + 1) * d * sizeof(float));
+    for (int l = 0; !rc && l < L; l++) {
+        const LlamaLayerWeights *lw = &w->layers[l];
+        const float *src[LORA_N_TARGETS] = {lw->q_proj, lw->k_proj, lw->v_proj, lw->o_proj,
+                                            lw->gate_proj, lw->up_proj, lw->down_proj};
+        for (int t = 0; !rc && t < LORA_N_TARGETS; t++) {
+            bf16 *dst = (bf16 *)p;
+            p += align_up(mat[t] * sizeof(bf16));
+            rc = upload_bf16(st, src[t], mat[t], dst, stage, stage_n, err);
+            st->layers[l].w[t] = dst;
+        }
+        float *ln1 = norms + 2 * (size_t)l * d, *ln2 = ln1 + d;
+        cudaError_t e = cudaMemcpyAsync(ln1, lw->input_layernorm, d * sizeof(float),
+                                        cudaMemcpyHostToDevice, st->stream);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(ln2, lw->post_attention_layernorm, d * sizeof(float),
+                                cudaMemcpyHostToDevice, st->stream);
+        if (!rc && e != cudaSuccess) rc = error_set(err, "uploading norms: %s", cudaGetErrorString(e));
+        st->layers[l].ln1 = ln1;
+        st->layers[l].ln2 = ln2;
+    }
+    float *fn = norms + 2 * (size_t)L * d;
+    if (!rc) {
+        cudaError_t e = cudaMemcpyAsync(fn, w->norm, d * sizeof(float), cudaMemcpyHostToDevice,
+                                        st->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(st->stream);
+        if (e != cudaSuccess) rc = error_set(err, "uploading weights: %s", cudaGetErrorString(e));
+    }
+    st->norm = fn;
+    cudaStreamSynchronize(st->stream);
+    cudaFree(stage);
+    return rc;
+}
+
+static int create(CuState *st, const LlamaModel *model, int device, Error *err)
+{
+    st->model = model;
+    st->c = model->config;
+    st->device = device;
+    CU_TRY(cudaSetDevice(device));
+    CU_TRY(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
+    CUBLAS_TRY(cublasCreate(&st->blas));
+    CUBLAS_TRY(cublasSetStream(st->blas, st->stream));
+    /* bf16-output GEMMs reduce split-K partial sums in fp32, not bf16
+     * (MODPO_CUDA_BLAS_MATH=default allows cuBLAS's reduced-precision
+     * reductions, for comparison). */
+    const char *math = getenv("MODPO_CUDA_BLAS_MATH");
+    if (!math || strcmp(math, "default") != 0)
+        CUBLAS_TRY(cublasSetMathMode(st->blas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                                   CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+    /* Keep freed arena blocks in the pool: steady-state steps then never
+     * return memory to the driver and take it back. */
+    cudaMemPool_t pool;
+    CU_TRY(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t threshold = UINT64_MAX;
+    CU_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    st->kept.stream = st->scratch.stream = st->stream;
+    int L = st->c.num_hidden_layers;
+    st->layers = (CuLayerWeights *)calloc((size_t)L, sizeof *st->layers);
+    st->kept_layers = (CuActs *)calloc((size_t)L, sizeof *st->kept_layers);
+    if (!st->layers || !st->kept_layers) return error_set(err, "out of memory");
+    TRY(upload_weights(st, err));
+    return cu_rope_tables(st, st->c.max_position_embeddings > 0 ? st->c.max_position_embeddings : 1,
+                          err);
+}
+
+extern "C" int cuda_backend_default_device(void)
+{
+    const char *names[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"};
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v) return atoi(v) % n;
+    }
+    return 0;
+}
+
+extern "C" int cuda_backend_create(const LlamaModel *model, int device, Backend **out, Error *err)
+{
+    if (check_config(&model->config, err)) return -1;
+    Backend *b = (Backend *)calloc(1, sizeof *b);
+    CuState *st = (CuState *)calloc(1, sizeof *st);
+    if (!b || !st) {
+        free(b);
+        free(st);
+        return error_set(err, "out of memory creating the cuda backend");
+    }
+    b->ops = &cuda_ops;
+    b->config = model->config;
+    b->state = st;
+    if (create(st, model, device, err)) {
+        cu_destroy(b);
+        return error_prefix(err, "cuda backend on GPU %d: ", device);
+    }
+    *out = b;
+    return 0;
+}

@@ -1,0 +1,96 @@
+/* The small element-wise kernels: embedding lookup, SwiGLU
+ * (act = silu(gate) * up, as cpu_mlp.c), fp32 -> bf16 and the KV-cache
+ * row scatter. */
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_reduce.cuh"
+
+__global__ void embed_kernel(int n, int d, const int32_t *__restrict__ tok,
+                             const bf16 *__restrict__ table, float *__restrict__ x)
+{
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)n * d) return;
+    size_t row = idx / d, j = idx % d;
+    x[idx] = __bfloat162float(table[(size_t)tok[row] * d + j]);
+}
+
+int cu_embed(CuState *st, int n, const int32_t *tok, float *x, Error *err)
+{
+    size_t total = (size_t)n * st->c.hidden_size;
+    if (!total) return 0;
+    embed_kernel<<<cu_blocks(total, 256), 256, 0, st->stream>>>(n, st->c.hidden_size, tok,
+                                                               st->embed, x);
+    CU_LAUNCHED();
+    return 0;
+}
+
+__global__ void swiglu_fwd_kernel(size_t n, const bf16 *__restrict__ gate,
+                                  const bf16 *__restrict__ up, bf16 *__restrict__ act)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = __bfloat162float(gate[i]);
+    act[i] = __float2bfloat16(g / (1.0f + expf(-g)) * __bfloat162float(up[i]));
+}
+
+__global__ void swiglu_bwd_kernel(size_t n, const bf16 *__restrict__ gate,
+                                  const bf16 *__restrict__ up, const float *__restrict__ dact,
+                                  bf16 *__restrict__ dgate, bf16 *__restrict__ dup)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = __bfloat162float(gate[i]), u = __bfloat162float(up[i]), da = dact[i];
+    float sig = 1.0f / (1.0f + expf(-g));
+    dup[i] = __float2bfloat16(da * g * sig);
+    dgate[i] = __float2bfloat16(da * u * sig * (1.0f + g * (1.0f - sig)));
+}
+
+int cu_swiglu_forward(CuState *st, size_t n, const bf16 *gate, const bf16 *up, bf16 *act,
+                      Error *err)
+{
+    if (!n) return 0;
+    swiglu_fwd_kernel<<<cu_blocks(n, 256), 256, 0, st->stream>>>(n, gate, up, act);
+    CU_LAUNCHED();
+    return 0;
+}
+
+int cu_swiglu_backward(CuState *st, size_t n, const bf16 *gate, const bf16 *up,
+                       const float *dact, bf16 *dgate, bf16 *dup, Error *err)
+{
+    if (!n) return 0;
+    swiglu_bwd_kernel<<<cu_blocks(n, 256), 256, 0, st->stream>>>(n, gate, up, dact, dgate, dup);
+    CU_LAUNCHED();
+    return 0;
+}
+
+__global__ void to_bf16_kernel(size_t n, const float *__restrict__ x, bf16 *__restrict__ y)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2bfloat16(x[i]);
+}
+
+int cu_to_bf16(CuState *st, size_t n, const float *x, bf16 *y, Error *err)
+{
+    if (!n) return 0;
+    to_bf16_kernel<<<cu_blocks(n, 256), 256, 0, st->stream>>>(n, x, y);
+    CU_LAUNCHED();
+    return 0;
+}
+
+__global__ void scatter_rows_kernel(int n, int width, const bf16 *__restrict__ src,
+                                    const int32_t *__restrict__ rows, bf16 *__restrict__ dst)
+{
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)n * width) return;
+    size_t r = idx / width, j = idx % width;
+    dst[(size_t)rows[r] * width + j] = src[idx];
+}
+
+int cu_scatter_rows(CuState *st, int n, int width, const bf16 *src, const int32_t *rows,
+                    bf16 *dst, Error *err)
+{
+    size_t total = (size_t)n * width;
+    if (!total) return 0;
+    scatter_rows_kernel<<<cu_blocks(total, 256), 256, 0, st->stream>>>(n, width, src, rows, dst);
+    CU_LAUNCHED();
+    return 0;
+}

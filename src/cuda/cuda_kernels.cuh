@@ -1,0 +1,264 @@
+/* Private to the CUDA backend: its state and the kernels it is built from,
+ * one concept per file (cuda_<concept>.cu).  The layout mirrors the CPU
+ * reference (cpu_kernels.h):
+ *   - A batch is packed: only real tokens become rows, sequence after
+ *     sequence.  Activations are row-major [rows, features].
+ *   - Linear weights are Hugging Face's [out, in] (y = x W^T), in bf16.
+ *   - Precision: the residual stream, norm statistics, attention softmax
+ *     state, logits and every gradient accumulator are fp32; GEMM operands
+ *     (normed activations, projections, attention output, MLP activations,
+ *     LoRA intermediates) are bf16; every GEMM accumulates in fp32.
+ *   - One stream: every kernel, copy and cuBLAS call goes to st->stream, so
+ *     work is ordered without host synchronisation.  Device memory for a
+ *     pass comes from stream-ordered arenas (cuda_arena.cu). */
+#ifndef MODPO_CUDA_KERNELS_CUH
+#define MODPO_CUDA_KERNELS_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend.h"
+}
+#include "cuda/cuda_check.h"
+
+typedef __nv_bfloat16 bf16;
+
+/* ---- cuda_arena.cu: stream-ordered bump allocation ----
+ * Blocks come from cudaMallocAsync on the backend's stream; reset() frees a
+ * pass's blocks (stream-ordered, so queued kernels still see them) and, when
+ * the pass needed several, replaces them by one block of the total size, so
+ * steady-state steps allocate nothing.  A failed allocation sets `failed`
+ * and returns NULL: callers allocate a group of buffers and check once. */
+struct CuBlock;
+struct CuArena {
+    cudaStream_t stream;
+    CuBlock *head;  /* current block first */
+    size_t total;   /* bytes handed out since the last reset */
+    int failed;
+    cudaError_t error;
+};
+void *cu_arena_alloc(CuArena *a, size_t bytes);
+template <class T> static inline T *cu_alloc(CuArena *a, size_t n)
+{
+    return (T *)cu_arena_alloc(a, n * sizeof(T));
+}
+int cu_arena_check(CuArena *a, const char *what, Error *err);
+int cu_arena_reset(CuArena *a, Error *err);
+void cu_arena_free(CuArena *a);
+
+/* ---- device-side helpers (cuda_reduce.cuh) ---- */
+
+/* ---- the backend's state ---- */
+struct CuLayerWeights {
+    const bf16 *w[LORA_N_TARGETS]; /* q, k, v, o, gate, up, down */
+    const float *ln1, *ln2;        /* RMSNorm weights, fp32 */
+};
+
+struct CuAdapter {
+    LoraAdapter *host;
+    float *params, *grads; /* fp32 master weights and accumulated gradients */
+    bf16 *pbf;             /* bf16 copy of params for the GEMMs (refreshed by push) */
+    size_t n;
+};
+
+/* A host copy waiting for the next sync: dst <- pinned[src_off .. + bytes). */
+struct CuPending {
+    void *dst;
+    size_t src_off, bytes;
+};
+
+/* One pass's rows (device arrays from the arena, filled by one upload). */
+struct CuRows {
+    int n_seq, n_rows, max_q, max_k;
+    int32_t *qstart;    /* [n_seq + 1] first packed row of each sequence */
+    int32_t *kbase;     /* [n_seq] first key row in the key buffer */
+    int32_t *nk;        /* [n_seq] keys seen by the last query */
+    int32_t *pos;       /* [n_rows] position in its sequence */
+    int32_t *tok;       /* [n_rows] */
+    int32_t *cache_row; /* [n_rows] row in the KV-cache layer (decode), else NULL */
+    int32_t *last;      /* [n_seq] last packed row of each sequence */
+};
+
+struct CuLabels {
+    int n;
+    int32_t *row, *tgt, *seq; /* [n] */
+    int32_t *seq_start;       /* [n_seq + 1] labels are grouped by sequence */
+    float *logp;              /* [n] */
+    float *rstd;              /* [n] final-norm rstd of the row */
+    float *dhn;               /* [n, D] d logp / d(normed row), kept for backward */
+};
+
+struct CuActs {
+    float *x_in, *x_mid;       /* [n, D] residual before each half (kept passes only) */
+    float *rstd1, *rstd2;      /* [n] */
+    float *lse;                /* [n, H] attention log-sum-exp */
+    bf16 *h1, *q, *k, *v, *attn, *h2, *gate, *up, *act;
+    bf16 *u[LORA_N_TARGETS];   /* x A^T of each adapted projection, [n, r] */
+};
+
+struct CuForward {
+    CuRows rows;
+    CuLabels lab;
+    int keep;
+    CuActs *layers;        /* [L] when kept, else [1] reused */
+    float *x_final;        /* [n, D] */
+    const BackendAdapter *adapter;
+    int n_seq, seq_len;
+};
+
+struct CuKv {
+    int kv_dim;
+    bf16 *k, *v; /* [L][n_slots * max_len][kv_dim] */
+};
+
+struct CuState {
+    const LlamaModel *model;
+    LlamaConfig c;
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *weights;               /* one device block: every bf16 matrix + fp32 norms */
+    CuLayerWeights *layers;      /* [L] host array of device pointers */
+    const bf16 *embed, *lm_head;
+    const float *norm;
+    float *rope_cos, *rope_sin;  /* [rope_npos, head_dim / 2] */
+    int rope_npos;
+    CuArena kept, scratch;
+    CuForward fwd;
+    CuActs *kept_layers;         /* [L] */
+    CuActs scratch_layer;
+    int has_fwd;
+    /* outputs: device -> pinned (async) -> caller's memory at sync */
+    char *pinned;
+    size_t pinned_cap, pinned_used;
+    CuPending *pend;
+    int n_pend, cap_pend;
+    /* host staging for uploads (pageable: cudaMemcpyAsync copies it out before returning) */
+    int32_t *hints;
+    size_t hints_cap;
+    float *dlogps_dev;
+    int dlogps_cap;
+};
+
+static inline CuState *cu_state(Backend *b) { return (CuState *)b->state; }
+
+/* ---- cuda_backend.cu: outputs ----
+ * Reserves `bytes` of the pinned buffer for a device->host copy that lands
+ * in dst at the next sync; returns the pinned address (NULL + err on failure).
+ * When the buffer is full the queued copies are flushed first (a sync). */
+void *cu_output_reserve(CuState *st, void *dst, size_t bytes, Error *err);
+/* cudaMemcpyAsync(device -> the reserved pinned region) then records it. */
+int cu_output(CuState *st, void *dst, const void *src_dev, size_t bytes, Error *err);
+/* Waits for the stream and copies every pending output out. */
+int cu_flush(CuState *st, Error *err);
+
+/* ---- cuda_gemm.cu: row-major C[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta C
+ * with bf16 A, B, fp32 compute, C bf16 (c_f32 = 0) or fp32 (c_f32 = 1). */
+int cu_gemm(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const bf16 *A,
+            int lda, const bf16 *B, int ldb, float beta, void *C, int c_f32, int ldc,
+            Error *err);
+
+/* ---- cuda_lora.cu: a frozen bf16 Linear with an optional LoRA ---- */
+struct CuLinear {
+    const bf16 *w; /* [out, in] */
+    int in, out;
+    const bf16 *a, *b; /* LoRA A [r, in], B [out, r] (bf16 copies); NULL: not adapted */
+    float *da, *db;    /* fp32 gradient accumulators */
+    int r;
+    float scale;
+};
+CuLinear cu_linear_of(const CuState *st, const BackendAdapter *ad, int layer, LoraTarget t);
+/* y = beta*y + x W^T + scale (x A^T) B^T, u = x A^T (bf16) when adapted. */
+int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
+                      float beta, bf16 *u, Error *err);
+/* dx(fp32) = beta*dx + dy W + scale (dy B) A (dx NULL: skipped);
+ * dB += scale dy^T u; dA += (scale dy B)^T x.  du: [n, r] bf16 scratch. */
+int cu_linear_backward(CuState *st, const CuLinear *l, int n, const bf16 *x, const bf16 *u,
+                       const bf16 *dy, float *dx, float beta, bf16 *du, Error *err);
+
+/* ---- cuda_rmsnorm.cu ----
+ * y[i] = bf16(w * x[row(i)] * rstd), rstd[i] stored when non-NULL; row(i) =
+ * rows ? rows[i] : i. */
+int cu_rmsnorm_forward(CuState *st, int n, int d, const float *x, const int32_t *rows,
+                       const float *w, float eps, bf16 *y, float *rstd, Error *err);
+/* dx[row(i)] += RMSNorm'(x[row(i)]) applied to dy[i] * (scale ? scale[i] : 1). */
+int cu_rmsnorm_backward(CuState *st, int n, int d, const float *x, const int32_t *rows,
+                        const float *w, const float *rstd, const float *dy, const float *scale,
+                        float *dx, Error *err);
+
+/* ---- cuda_rope.cu: HF rotate_half rotary embeddings from the fp32 tables ---- */
+int cu_rope_tables(CuState *st, int n_pos, Error *err);
+/* x[n, n_heads * hd] bf16 rotated in place by each row's position. */
+int cu_rope_forward(CuState *st, int n, const int32_t *pos, int n_heads, bf16 *x, Error *err);
+/* out(bf16) = inverse rotation of dx(fp32) (the backward). */
+int cu_rope_backward(CuState *st, int n, const int32_t *pos, int n_heads, const float *dx,
+                     bf16 *out, Error *err);
+
+/* ---- cuda_attention.cu: causal attention with GQA over packed rows ----
+ * Sequence s's queries are rows qstart[s] .. qstart[s+1]-1 of q; its keys
+ * are rows kbase[s] .. kbase[s] + nk[s] - 1 of k and v; query i sees keys
+ * 0 .. nk - nq + i. */
+struct CuAttn {
+    const bf16 *q, *k, *v;
+    int kv_stride; /* elements between key rows (q rows: n_heads * hd) */
+    bf16 *out;     /* [rows, H * hd] */
+    float *lse;    /* [rows, H] */
+};
+int cu_attention_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error *err);
+/* Training layout (kbase = qstart, nk = nq): dq [rows, H*hd], dk, dv [rows,
+ * Hkv*hd] fp32, overwritten; delta [rows, H] scratch. */
+int cu_attention_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
+                          float *delta, float *dq, float *dk, float *dv, Error *err);
+
+/* ---- cuda_elementwise.cu: embedding, SwiGLU, conversions, KV scatter ---- */
+int cu_embed(CuState *st, int n, const int32_t *tok, float *x, Error *err);
+int cu_swiglu_forward(CuState *st, size_t n, const bf16 *gate, const bf16 *up, bf16 *act,
+                      Error *err);
+int cu_swiglu_backward(CuState *st, size_t n, const bf16 *gate, const bf16 *up,
+                       const float *dact, bf16 *dgate, bf16 *dup, Error *err);
+int cu_to_bf16(CuState *st, size_t n, const float *x, bf16 *y, Error *err);
+/* dst[rows[i]] = src[i] for rows of `width` bf16 values. */
+int cu_scatter_rows(CuState *st, int n, int width, const bf16 *src, const int32_t *rows,
+                    bf16 *dst, Error *err);
+
+/* ---- cuda_logprobs.cu: final norm + LM head + log-softmax + gather ---- */
+/* Fills lab->logp, lab->rstd and (keep) lab->dhn; per-sequence sums into
+ * seq_logp[n_seq] (device). */
+int cu_logprobs_forward(CuState *st, const CuForward *f, int keep, float *seq_logp, Error *err);
+/* dx[row] += d/dx of sum_s dlogps[s] logp_s through the head (dlogps device). */
+int cu_logprobs_backward(CuState *st, const CuForward *f, const float *dlogps, float *dx,
+                         Error *err);
+/* Logits (fp32) of n rows rows[i] of x into out[i * V] (device). */
+int cu_head_logits(CuState *st, const float *x, int n, const int32_t *rows, float *out,
+                   Error *err);
+/* Rows of the head evaluated at once. */
+int cu_head_chunk(const CuState *st);
+
+/* ---- cuda_model.cu: the model over packed rows ---- */
+/* Packs batch rows (and labels) and uploads them; from `arena`. */
+int cu_rows_from_batch(CuState *st, const Batch *b, CuRows *rows, CuLabels *lab, CuArena *arena,
+                       Error *err);
+/* The backend's reusable host staging for n ints (pageable: an async upload
+ * copies it out before returning, so it can be reused at once). */
+int32_t *cu_host_ints(CuState *st, size_t n, Error *err);
+/* Uploads host ints to a device array from the arena (stream-ordered). */
+int32_t *cu_upload_ints(CuState *st, const int32_t *h, size_t n, CuArena *arena, Error *err);
+/* Runs every layer; kv != NULL writes each row's k, v to its cache row and
+ * attends to the cache.  Fills f->x_final. */
+int cu_model_forward(CuState *st, const BackendAdapter *ad, CuForward *f, KvCache *kv,
+                     CuArena *arena, Error *err);
+int cu_model_backward(CuState *st, const BackendAdapter *ad, const CuForward *f,
+                      const float *dlogps, CuArena *arena, Error *err);
+
+/* ---- cuda_decode.cu ---- */
+int cu_kv_create(Backend *b, int n_slots, int max_len, KvCache **out, Error *err);
+void cu_kv_free(Backend *b, KvCache *kv);
+int cu_prefill(Backend *b, KvCache *kv, BackendAdapter *a, const int32_t *tokens,
+               const int32_t *lengths, int stride, float *out_logits, Error *err);
+int cu_decode_step(Backend *b, KvCache *kv, BackendAdapter *a, const int32_t *tokens,
+                   const uint8_t *active, float *out_logits, Error *err);
+
+#endif

@@ -1,0 +1,297 @@
+/* The Llama forward and its LoRA-only backward over packed rows, on the GPU
+ * (the maths of cpu_forward.c and cpu_backward.c):
+ *     h1 = RMSNorm(x);  q, k, v = Linear(h1);  RoPE(q, k)
+ *     x += o_proj(attention(q, k, v))
+ *     h2 = RMSNorm(x);  x += down(silu(gate(h2)) * up(h2))
+ * The residual x stays fp32; o_proj and down_proj accumulate into it
+ * directly (GEMM beta = 1).  The backward runs dx (fp32) down through every
+ * layer, forming LoRA gradients only. */
+#include "cuda/cuda_kernels.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+int32_t *cu_upload_ints(CuState *st, const int32_t *h, size_t n, CuArena *arena, Error *err)
+{
+    int32_t *d = cu_alloc<int32_t>(arena, n ? n : 1);
+    if (cu_arena_check(arena, "batch metadata", err)) return NULL;
+    if (n) {
+        cudaError_t e = cudaMemcpyAsync(d, h, n * sizeof(int32_t), cudaMemcpyHostToDevice, st->stream);
+        if (e != cudaSuccess) {
+            error_set(err, "uploading batch metadata: %s", cudaGetErrorString(e));
+            return NULL;
+        }
+    }
+    return d;
+}
+
+int32_t *cu_host_ints(CuState *st, size_t n, Error *err)
+{
+    if (n > st->hints_cap) {
+        int32_t *p = (int32_t *)realloc(st->hints, n * sizeof(int32_t));
+        if (!p) {
+            error_set(err, "out of memory for batch metadata");
+            return NULL;
+        }
+        st->hints = p;
+        st->hints_cap = n;
+    }
+    return st->hints;
+}
+
+int cu_rows_from_batch(CuState *st, const Batch *b, CuRows *rows, CuLabels *lab, CuArena *arena,
+                       Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    if (b->n_seq < 1 || b->seq_len < 1)
+        return error_set(err, "empty batch (%d sequences of %d tokens)", b->n_seq, b->seq_len);
+    int n_rows = 0, n_lab = 0, max_len = 0, ns = b->n_seq;
+    for (int s = 0; s < ns; s++) {
+        int len = b->lengths[s];
+        if (len < 1 || len > b->seq_len)
+            return error_set(err, "sequence %d: length %d outside [1, %d]", s, len, b->seq_len);
+        const int32_t *tok = b->tokens + (size_t)s * b->seq_len;
+        const uint8_t *lm = b->label_mask + (size_t)s * b->seq_len;
+        for (int t = 0; t < b->seq_len; t++) {
+            if (t < len && (tok[t] < 0 || tok[t] >= c->vocab_size))
+                return error_set(err, "sequence %d, position %d: token %d outside the vocabulary "
+                                 "of %d", s, t, tok[t], c->vocab_size);
+            if (lm[t] && (t == 0 || t >= len))
+                return error_set(err, "sequence %d: label at position %d, but labels need "
+                                 "1 <= t < length %d", s, t, len);
+            n_lab += lm[t] != 0;
+        }
+        n_rows += len;
+        max_len = len > max_len ? len : max_len;
+    }
+    /* qstart kbase nk last | pos tok | row tgt seq | seq_start */
+    size_t n_ints = (size_t)(ns + 1) + 3 * ns + 2 * (size_t)n_rows +
+                    (lab ? 3 * (size_t)n_lab + ns + 1 : 0);
+    int32_t *h = cu_host_ints(st, n_ints, err);
+    if (!h) return -1;
+    int32_t *qstart = h, *kbase = qstart + ns + 1, *nk = kbase + ns, *last = nk + ns;
+    int32_t *pos = last + ns, *tk = pos + n_rows;
+    int32_t *lrow = tk + n_rows, *ltgt = lrow + n_lab, *lseq = ltgt + n_lab, *lstart = lseq + n_lab;
+    int r = 0, k = 0;
+    for (int s = 0; s < ns; s++) {
+        const int32_t *tok = b->tokens + (size_t)s * b->seq_len;
+        const uint8_t *lm = b->label_mask + (size_t)s * b->seq_len;
+        qstart[s] = kbase[s] = r;
+        nk[s] = b->lengths[s];
+        if (lab) lstart[s] = k;
+        for (int t = 0; t < b->lengths[s]; t++, r++) {
+            pos[r] = t;
+            tk[r] = tok[t];
+            if (lab && lm[t]) { /* the logits of the previous row score token t */
+                lrow[k] = r - 1;
+                ltgt[k] = tok[t];
+                lseq[k] = s;
+                k++;
+            }
+        }
+        last[s] = r - 1;
+    }
+    qstart[ns] = r;
+    if (lab) lstart[ns] = k;
+    int32_t *d = cu_upload_ints(st, h, n_ints, arena, err);
+    if (!d) return -1;
+    rows->n_seq = ns;
+    rows->n_rows = n_rows;
+    rows->max_q = rows->max_k = max_len;
+    rows->qstart = d;
+    rows->kbase = d + (kbase - h);
+    rows->nk = d + (nk - h);
+    rows->last = d + (last - h);
+    rows->pos = d + (pos - h);
+    rows->tok = d + (tk - h);
+    rows->cache_row = NULL;
+    if (lab) {
+        lab->n = n_lab;
+        lab->row = d + (lrow - h);
+        lab->tgt = d + (ltgt - h);
+        lab->seq = d + (lseq - h);
+        lab->seq_start = d + (lstart - h);
+        lab->logp = cu_alloc<float>(arena, n_lab ? n_lab : 1);
+        lab->rstd = cu_alloc<float>(arena, n_lab ? n_lab : 1);
+        lab->dhn = NULL;
+        TRY(cu_arena_check(arena, "labels", err));
+    }
+    return 0;
+}
+
+static int acts_alloc(const CuState *st, const BackendAdapter *ad, int n, int keep, CuActs *a,
+                      CuArena *ar, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    size_t d = c->hidden_size, kv = llama_kv_dim(c), f = c->intermediate_size;
+    memset(a, 0, sizeof *a);
+    if (keep) {
+        a->x_in = cu_alloc<float>(ar, n * d);
+        a->x_mid = cu_alloc<float>(ar, n * d);
+    }
+    a->rstd1 = cu_alloc<float>(ar, n);
+    a->rstd2 = cu_alloc<float>(ar, n);
+    a->lse = cu_alloc<float>(ar, n * (size_t)c->num_attention_heads);
+    a->h1 = cu_alloc<bf16>(ar, n * d);
+    a->q = cu_alloc<bf16>(ar, n * d);
+    a->k = cu_alloc<bf16>(ar, n * kv);
+    a->v = cu_alloc<bf16>(ar, n * kv);
+    a->attn = cu_alloc<bf16>(ar, n * d);
+    a->h2 = cu_alloc<bf16>(ar, n * d);
+    a->gate = cu_alloc<bf16>(ar, n * f);
+    a->up = cu_alloc<bf16>(ar, n * f);
+    a->act = cu_alloc<bf16>(ar, n * f);
+    for (int t = 0; ad && t < LORA_N_TARGETS; t++)
+        if (lora_has_target(&ad->host->spec, (LoraTarget)t))
+            a->u[t] = cu_alloc<bf16>(ar, (size_t)n * ad->host->spec.rank);
+    return cu_arena_check(ar, "activations", err);
+}
+
+static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward *f, KvCache *kv,
+                         int l, CuActs *a, float *x, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    const CuLayerWeights *w = &st->layers[l];
+    const CuRows *rows = &f->rows;
+    int n = rows->n_rows, d = c->hidden_size, kvd = llama_kv_dim(c);
+    size_t bytes = (size_t)n * d * sizeof(float);
+    CuLinear lq = cu_linear_of(st, ad, l, LORA_Q_PROJ), lk = cu_linear_of(st, ad, l, LORA_K_PROJ);
+    CuLinear lv = cu_linear_of(st, ad, l, LORA_V_PROJ), lo = cu_linear_of(st, ad, l, LORA_O_PROJ);
+    CuLinear lg = cu_linear_of(st, ad, l, LORA_GATE_PROJ);
+    CuLinear lu = cu_linear_of(st, ad, l, LORA_UP_PROJ);
+    CuLinear ld = cu_linear_of(st, ad, l, LORA_DOWN_PROJ);
+
+    if (a->x_in) CU_TRY(cudaMemcpyAsync(a->x_in, x, bytes, cudaMemcpyDeviceToDevice, st->stream));
+    TRY(cu_rmsnorm_forward(st, n, d, x, NULL, w->ln1, c->rms_norm_eps, a->h1, a->rstd1, err));
+    TRY(cu_linear_forward(st, &lq, n, a->h1, a->q, 0, 0.0f, a->u[LORA_Q_PROJ], err));
+    TRY(cu_linear_forward(st, &lk, n, a->h1, a->k, 0, 0.0f, a->u[LORA_K_PROJ], err));
+    TRY(cu_linear_forward(st, &lv, n, a->h1, a->v, 0, 0.0f, a->u[LORA_V_PROJ], err));
+    TRY(cu_rope_forward(st, n, rows->pos, c->num_attention_heads, a->q, err));
+    TRY(cu_rope_forward(st, n, rows->pos, c->num_key_value_heads, a->k, err));
+    CuAttn at = {a->q, a->k, a->v, kvd, a->attn, a->lse};
+    if (kv) { /* this step's keys and values join their slots; attention reads the cache */
+        const CuKv *ck = (const CuKv *)kv->impl;
+        size_t layer_off = (size_t)l * kv->n_slots * kv->max_len * kvd;
+        TRY(cu_scatter_rows(st, n, kvd, a->k, rows->cache_row, ck->k + layer_off, err));
+        TRY(cu_scatter_rows(st, n, kvd, a->v, rows->cache_row, ck->v + layer_off, err));
+        at.k = ck->k + layer_off;
+        at.v = ck->v + layer_off;
+    }
+    TRY(cu_attention_forward(st, rows, &at, err));
+    TRY(cu_linear_forward(st, &lo, n, a->attn, x, 1, 1.0f, a->u[LORA_O_PROJ], err));
+
+    if (a->x_mid) CU_TRY(cudaMemcpyAsync(a->x_mid, x, bytes, cudaMemcpyDeviceToDevice, st->stream));
+    TRY(cu_rmsnorm_forward(st, n, d, x, NULL, w->ln2, c->rms_norm_eps, a->h2, a->rstd2, err));
+    TRY(cu_linear_forward(st, &lg, n, a->h2, a->gate, 0, 0.0f, a->u[LORA_GATE_PROJ], err));
+    TRY(cu_linear_forward(st, &lu, n, a->h2, a->up, 0, 0.0f, a->u[LORA_UP_PROJ], err));
+    TRY(cu_swiglu_forward(st, (size_t)n * c->intermediate_size, a->gate, a->up, a->act, err));
+    return cu_linear_forward(st, &ld, n, a->act, x, 1, 1.0f, a->u[LORA_DOWN_PROJ], err);
+}
+
+int cu_model_forward(CuState *st, const BackendAdapter *ad, CuForward *f, KvCache *kv,
+                     CuArena *arena, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    int n = f->rows.n_rows, n_layers = c->num_hidden_layers;
+    f->layers = f->keep ? st->kept_layers : &st->scratch_layer;
+    int n_sets = f->keep ? n_layers : 1;
+    for (int i = 0; i < n_sets; i++) TRY(acts_alloc(st, ad, n, f->keep, &f->layers[i], arena, err));
+    float *x = cu_alloc<float>(arena, (size_t)n * c->hidden_size);
+    TRY(cu_arena_check(arena, "the residual stream", err));
+    TRY(cu_embed(st, n, f->rows.tok, x, err));
+    for (int l = 0; l < n_layers; l++)
+        TRY(layer_forward(st, ad, f, kv, l, &f->layers[f->keep ? l : 0], x, err));
+    f->x_final = x;
+    f->adapter = ad;
+    return 0;
+}
+
+typedef struct {
+    float *dx, *dact, *dh, *dattn, *delta, *dq, *dk, *dv; /* fp32 */
+    bf16 *dxb, *dgate, *dup, *dqb, *dkb, *dvb, *du;       /* GEMM operands */
+} BwdBufs;
+
+static int bufs_alloc(CuState *st, const BackendAdapter *ad, int n, BwdBufs *b, CuArena *ar,
+                      Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    size_t d = c->hidden_size, kv = llama_kv_dim(c), f = c->intermediate_size;
+    b->dx = cu_alloc<float>(ar, n * d);
+    b->dact = cu_alloc<float>(ar, n * f);
+    b->dh = cu_alloc<float>(ar, n * d);
+    b->dattn = cu_alloc<float>(ar, n * d);
+    b->delta = cu_alloc<float>(ar, n * (size_t)c->num_attention_heads);
+    b->dq = cu_alloc<float>(ar, n * d);
+    b->dk = cu_alloc<float>(ar, n * kv);
+    b->dv = cu_alloc<float>(ar, n * kv);
+    b->dxb = cu_alloc<bf16>(ar, n * d);
+    b->dgate = cu_alloc<bf16>(ar, n * f);
+    b->dup = cu_alloc<bf16>(ar, n * f);
+    b->dqb = cu_alloc<bf16>(ar, n * d);
+    b->dkb = cu_alloc<bf16>(ar, n * kv);
+    b->dvb = cu_alloc<bf16>(ar, n * kv);
+    b->du = cu_alloc<bf16>(ar, (size_t)n * ad->host->spec.rank);
+    return cu_arena_check(ar, "the backward", err);
+}
+
+static int mlp_backward(CuState *st, const BackendAdapter *ad, int l, int n, const CuActs *a,
+                        BwdBufs *b, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    int d = c->hidden_size;
+    CuLinear lg = cu_linear_of(st, ad, l, LORA_GATE_PROJ);
+    CuLinear lu = cu_linear_of(st, ad, l, LORA_UP_PROJ);
+    CuLinear ld = cu_linear_of(st, ad, l, LORA_DOWN_PROJ);
+    TRY(cu_to_bf16(st, (size_t)n * d, b->dx, b->dxb, err));
+    TRY(cu_linear_backward(st, &ld, n, a->act, a->u[LORA_DOWN_PROJ], b->dxb, b->dact, 0.0f, b->du,
+                           err));
+    TRY(cu_swiglu_backward(st, (size_t)n * c->intermediate_size, a->gate, a->up, b->dact, b->dgate,
+                           b->dup, err));
+    TRY(cu_linear_backward(st, &lg, n, a->h2, a->u[LORA_GATE_PROJ], b->dgate, b->dh, 0.0f, b->du,
+                           err));
+    TRY(cu_linear_backward(st, &lu, n, a->h2, a->u[LORA_UP_PROJ], b->dup, b->dh, 1.0f, b->du, err));
+    return cu_rmsnorm_backward(st, n, d, a->x_mid, NULL, st->layers[l].ln2, a->rstd2, b->dh, NULL,
+                               b->dx, err);
+}
+
+static int attention_backward(CuState *st, const BackendAdapter *ad, int l, const CuForward *f,
+                              const CuActs *a, BwdBufs *b, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    const CuRows *rows = &f->rows;
+    int n = rows->n_rows, d = c->hidden_size, kvd = llama_kv_dim(c);
+    CuLinear lq = cu_linear_of(st, ad, l, LORA_Q_PROJ), lk = cu_linear_of(st, ad, l, LORA_K_PROJ);
+    CuLinear lv = cu_linear_of(st, ad, l, LORA_V_PROJ), lo = cu_linear_of(st, ad, l, LORA_O_PROJ);
+    TRY(cu_to_bf16(st, (size_t)n * d, b->dx, b->dxb, err));
+    TRY(cu_linear_backward(st, &lo, n, a->attn, a->u[LORA_O_PROJ], b->dxb, b->dattn, 0.0f, b->du,
+                           err));
+    CuAttn at = {a->q, a->k, a->v, kvd, a->attn, a->lse};
+    TRY(cu_attention_backward(st, rows, &at, b->dattn, b->delta, b->dq, b->dk, b->dv, err));
+    TRY(cu_rope_backward(st, n, rows->pos, c->num_attention_heads, b->dq, b->dqb, err));
+    TRY(cu_rope_backward(st, n, rows->pos, c->num_key_value_heads, b->dk, b->dkb, err));
+    TRY(cu_to_bf16(st, (size_t)n * kvd, b->dv, b->dvb, err));
+    /* Below layer 0 there are only the frozen embeddings: no dx to form. */
+    float *dh = l > 0 ? b->dh : NULL;
+    TRY(cu_linear_backward(st, &lq, n, a->h1, a->u[LORA_Q_PROJ], b->dqb, dh, 0.0f, b->du, err));
+    TRY(cu_linear_backward(st, &lk, n, a->h1, a->u[LORA_K_PROJ], b->dkb, dh, 1.0f, b->du, err));
+    TRY(cu_linear_backward(st, &lv, n, a->h1, a->u[LORA_V_PROJ], b->dvb, dh, 1.0f, b->du, err));
+    if (!dh) return 0;
+    return cu_rmsnorm_backward(st, n, d, a->x_in, NULL, st->layers[l].ln1, a->rstd1, dh, NULL, b->dx,
+                               err);
+}
+
+int cu_model_backward(CuState *st, const BackendAdapter *ad, const CuForward *f,
+                      const float *dlogps, CuArena *arena, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    int n = f->rows.n_rows;
+    BwdBufs b;
+    TRY(bufs_alloc(st, ad, n, &b, arena, err));
+    CU_TRY(cudaMemsetAsync(b.dx, 0, (size_t)n * c->hidden_size * sizeof(float), st->stream));
+    TRY(cu_logprobs_backward(st, f, dlogps, b.dx, err));
+    for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
+        TRY(mlp_backward(st, ad, l, n, &f->layers[l], &b, err));
+        TRY(attention_backward(st, ad, l, f, &f->layers[l], &b, err));
+    }
+    return 0;
+}

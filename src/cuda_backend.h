@@ -1,0 +1,26 @@
+/* The CUDA backend (src/cuda/): bf16 weights and activations on one GPU,
+ * fp32 accumulation, fp32 master LoRA params and gradients on the device,
+ * one stream, no host synchronisation inside a training step (backend.h).
+ * Built only with `make CUDA=1` (MODPO_CUDA). */
+#ifndef MODPO_CUDA_BACKEND_H
+#define MODPO_CUDA_BACKEND_H
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Uploads `model` (borrowed; it must outlive the backend) to GPU `device` as
+ * bf16 and returns a Backend whose ops are the CUDA implementation. */
+int cuda_backend_create(const LlamaModel *model, int device, Backend **out, Error *err);
+
+/* The GPU this process should use: its node-local rank (OMPI_COMM_WORLD_LOCAL_RANK,
+ * SLURM_LOCALID or LOCAL_RANK) modulo the visible GPUs; 0 without one. */
+int cuda_backend_default_device(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,380 @@
+/* The CUDA backend (bf16) against the CPU reference backend (fp32, itself
+ * checked against PyTorch by tests/check_cpu_backend.c), on random Llamas
+ * made in memory: for each case
+ *   - per-sequence logps under a LoRA adapter (every projection, B nonzero
+ *     so gradients reach A too) and under the base model: relative error;
+ *   - LoRA gradients after backward(dlogps): cosine similarity over the
+ *     whole vector and the worst (layer, projection) tensor;
+ *   - gradient accumulation: a second backward doubles the gradients;
+ *   - decode: prefill + decode steps (one slot paused) against the CPU
+ *     decode and against the CUDA full forward (debug_logits) at the same
+ *     positions;
+ *   - the time of a CUDA logps + backward (median of 5).
+ * Weights are rounded to bf16 first, so both backends run the same model.
+ * Runs on a machine with a GPU; prints one line per check and exits 1 if
+ * any fails.  Usage: check_cuda_backend [case ...]  (default: every case;
+ * cases: tiny tied gqa128 small-100m wide deep). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "cuda_backend.h"
+#include "lora.h"
+#include "model_io.h"
+#include "model_presets.h"
+#include "safetensors.h"
+
+#define LOGPS_TOL 1e-2
+#define GRAD_COS_MIN 0.999
+#define DECODE_TOL 2e-2
+
+static int failures;
+
+static void check(int ok, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#include <stdarg.h>
+static void check(int ok, const char *what, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%-4s %-34s ", ok ? "ok" : "FAIL", what);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    failures += !ok;
+}
+
+static void die(int rc, const Error *err, const char *what)
+{
+    if (rc == 0) return;
+    fprintf(stderr, "%s: %s\n", what, err->msg);
+    exit(2);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t next_u64(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double uniform(void) { return (next_u64() >> 11) * (1.0 / 9007199254740992.0); }
+
+typedef struct {
+    const char *name;
+    LlamaConfig cfg;
+    int n_seq, max_len, rank;
+    unsigned targets; /* 0: every projection */
+} Case;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void make_batch(const LlamaConfig *c, int n_seq, int max_len, Batch *b)
+{
+    b->n_seq = n_seq;
+    b->seq_len = max_len;
+    b->tokens = calloc((size_t)n_seq * max_len, sizeof *b->tokens);
+    b->label_mask = calloc((size_t)n_seq * max_len, 1);
+    b->lengths = calloc((size_t)n_seq, sizeof *b->lengths);
+    for (int s = 0; s < n_seq; s++) {
+        int len = s == 0 ? max_len : max_len / 2 + (int)(uniform() * (max_len / 2));
+        if (len < 4) len = 4;
+        int prompt = 1 + (int)(uniform() * (len / 2));
+        b->lengths[s] = len;
+        for (int t = 0; t < len; t++) {
+            b->tokens[(size_t)s * max_len + t] = t == 0 ? c->bos_token_id
+                                                        : 3 + (int)(uniform() * (c->vocab_size - 3));
+            b->label_mask[(size_t)s * max_len + t] = t >= prompt;
+        }
+    }
+}
+
+static double cosine(const float *a, const float *b, size_t n, double *na, double *nb)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    if (na) *na = sqrt(aa);
+    if (nb) *nb = sqrt(bb);
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
+}
+
+/* max|a - b| / max|b| */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d != d) return INFINITY;
+        num = d > num ? d : num;
+        den = fabs((double)b[i]) > den ? fabs((double)b[i]) : den;
+    }
+    return den > 0 ? num / den : num;
+}
+
+typedef struct {
+    float *logps, *base, *grads, *dec; /* dec: [steps + 1][n_seq * V] */
+} Result;
+
+#define DEC_STEPS 4
+
+/* The prompt of slot s is the first plen[s] tokens of sequence s; decode
+ * step k feeds token plen[s] + k; slot 1 is paused at step 1. */
+static int run_decode(Backend *be, BackendAdapter *ba, const Batch *b, const int32_t *plen,
+                      float *dec, Error *err)
+{
+    int n = b->n_seq, V = be->config.vocab_size;
+    KvCache *kv = NULL;
+    int32_t *next = malloc((size_t)n * sizeof *next);
+    uint8_t *active = malloc((size_t)n);
+    int32_t *pos = calloc((size_t)n, sizeof *pos);
+    int rc = be->ops->kv_create(be, n, b->seq_len + 1, &kv, err) ||
+             be->ops->prefill(be, kv, ba, b->tokens, plen, b->seq_len, dec, err) ||
+             be->ops->sync(be, err);
+    for (int s = 0; s < n; s++) pos[s] = plen[s];
+    for (int k = 1; rc == 0 && k <= DEC_STEPS; k++) {
+        float *out = dec + (size_t)k * n * V;
+        memcpy(out, out - (size_t)n * V, (size_t)n * V * sizeof(float)); /* paused rows keep theirs */
+        for (int s = 0; s < n; s++) {
+            active[s] = !(s == 1 && k == 1);
+            next[s] = b->tokens[(size_t)s * b->seq_len + pos[s]];
+        }
+        rc = be->ops->decode_step(be, kv, ba, next, active, out, err) || be->ops->sync(be, err);
+        for (int s = 0; s < n; s++) pos[s] += active[s];
+    }
+    if (kv) be->ops->kv_free(be, kv);
+    free(next);
+    free(active);
+    free(pos);
+    return rc ? -1 : 0;
+}
+
+static void run_backend(Backend *be, LoraAdapter *ad, const Batch *b, const float *dlogps,
+                        const int32_t *plen, Result *r, int time_it)
+{
+    Error err;
+    BackendAdapter *ba = NULL;
+    int V = be->config.vocab_size;
+    die(be->ops->adapter_bind(be, ad, &ba, &err), &err, "bind");
+    r->logps = calloc((size_t)b->n_seq, sizeof(float));
+    r->base = calloc((size_t)b->n_seq, sizeof(float));
+    r->grads = calloc(ad->n_params, sizeof(float));
+    r->dec = calloc((size_t)(DEC_STEPS + 1) * b->n_seq * V, sizeof(float));
+    die(be->ops->adapter_zero_grads(be, ba, &err), &err, "zero");
+    die(be->ops->logps(be, ba, b, r->logps, 1, &err) || be->ops->sync(be, &err), &err, "logps");
+    die(be->ops->backward(be, ba, b, dlogps, &err), &err, "backward");
+    die(be->ops->adapter_pull_grads(be, ba, &err), &err, "pull");
+    memcpy(r->grads, ad->grads, ad->n_params * sizeof(float));
+    die(be->ops->logps(be, NULL, b, r->base, 0, &err) || be->ops->sync(be, &err), &err, "base logps");
+    die(run_decode(be, ba, b, plen, r->dec, &err), &err, "decode");
+    if (time_it) {
+        /* accumulation: a second backward on the same batch doubles the grads */
+        float *tmp = calloc((size_t)b->n_seq, sizeof(float));
+        die(be->ops->logps(be, ba, b, tmp, 1, &err) || be->ops->sync(be, &err) ||
+            be->ops->backward(be, ba, b, dlogps, &err) ||
+            be->ops->adapter_pull_grads(be, ba, &err), &err, "accumulate");
+        float *twice = malloc(ad->n_params * sizeof(float));
+        for (size_t i = 0; i < ad->n_params; i++) twice[i] = 2.0f * r->grads[i];
+        double n1, n2;
+        double cs = cosine(ad->grads, twice, ad->n_params, &n1, &n2);
+        check(cs > 0.99999 && fabs(n1 / n2 - 1) < 1e-3, "cuda grad accumulation (x2)",
+              "cos %.7f, norm ratio %.6f", cs, n1 / n2);
+        free(twice);
+        double t[5];
+        for (int i = 0; i < 5; i++) {
+            double t0 = now_ms();
+            die(be->ops->adapter_zero_grads(be, ba, &err) ||
+                be->ops->logps(be, ba, b, tmp, 1, &err) || be->ops->sync(be, &err) ||
+                be->ops->backward(be, ba, b, dlogps, &err) ||
+                be->ops->adapter_pull_grads(be, ba, &err), &err, "timed step");
+            t[i] = now_ms() - t0;
+        }
+        for (int i = 0; i < 5; i++)
+            for (int j = i + 1; j < 5; j++)
+                if (t[j] < t[i]) { double x = t[i]; t[i] = t[j]; t[j] = x; }
+        int tokens = 0;
+        for (int s = 0; s < b->n_seq; s++) tokens += b->lengths[s];
+        printf("     cuda logps+backward: %.2f ms median of 5 (%d tokens, %.0f tokens/s)\n", t[2],
+               tokens, tokens / t[2] * 1e3);
+        free(tmp);
+    }
+    be->ops->adapter_unbind(be, ba);
+}
+
+/* Decode logits vs the CUDA full forward at the same positions. */
+static double decode_vs_full(Backend *be, LoraAdapter *ad, const Batch *b, const int32_t *plen,
+                             const float *dec)
+{
+    Error err;
+    BackendAdapter *ba = NULL;
+    size_t V = be->config.vocab_size;
+    float *full = malloc((size_t)b->n_seq * b->seq_len * V * sizeof(float));
+    die(be->ops->adapter_bind(be, ad, &ba, &err), &err, "bind");
+    die(be->ops->debug_logits(be, ba, b, full, &err), &err, "debug_logits");
+    be->ops->adapter_unbind(be, ba);
+    double worst = 0;
+    for (int s = 0; s < b->n_seq; s++) {
+        int p = plen[s];
+        for (int k = 0; k <= DEC_STEPS; k++) {
+            int consumed = k == 0 ? 0 : (s == 1 ? k - 1 : k); /* slot 1 paused at step 1 */
+            const float *f = full + ((size_t)s * b->seq_len + p - 1 + consumed) * V;
+            double e = rel_err(dec + ((size_t)k * b->n_seq + s) * V, f, V);
+            worst = e > worst ? e : worst;
+        }
+    }
+    free(full);
+    return worst;
+}
+
+static void run_case(const Case *cs)
+{
+    Error err;
+    LlamaModel model;
+    printf("== %s: hidden %d, %d layers, %d heads / %d kv (head_dim %d), ffn %d, vocab %d%s; "
+           "%d sequences of <= %d tokens, LoRA r %d (targets 0x%x)\n",
+           cs->name, cs->cfg.hidden_size, cs->cfg.num_hidden_layers, cs->cfg.num_attention_heads,
+           cs->cfg.num_key_value_heads, llama_head_dim(&cs->cfg), cs->cfg.intermediate_size,
+           cs->cfg.vocab_size, cs->cfg.tie_word_embeddings ? ", tied" : "", cs->n_seq,
+           cs->max_len, cs->rank, cs->targets ? cs->targets : (1u << LORA_N_TARGETS) - 1);
+    fflush(stdout);
+    die(llama_model_init_random(&model, &cs->cfg, 1234, &err), &err, "init model");
+    /* bf16-representable weights (as a model saved in bf16 is): both backends
+     * then run the same model and the comparison measures compute precision
+     * only, not the rounding of the weights the CUDA backend would add. */
+    float *w = model.storage;
+    for (size_t i = 0; i < model.storage_bytes / sizeof(float); i++)
+        w[i] = safetensors_bf16_to_f32(safetensors_f32_to_bf16(w[i]));
+    LoraAdapter ad;
+    LoraSpec spec = {cs->rank, 2.0f * cs->rank,
+                     cs->targets ? cs->targets : (1u << LORA_N_TARGETS) - 1};
+    die(lora_adapter_init(&ad, &cs->cfg, spec, &err), &err, "adapter");
+    lora_adapter_randomize(&ad, 77);
+    for (int l = 0; l < ad.n_layers; l++)
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            const LoraSlot *s = lora_slot(&ad, l, (LoraTarget)t);
+            if (!s) continue;
+            for (size_t i = 0; i < (size_t)s->out_features * cs->rank; i++)
+                ad.params[s->b_offset + i] = (float)((uniform() * 2 - 1) * 0.05);
+        }
+    Batch b;
+    make_batch(&cs->cfg, cs->n_seq, cs->max_len, &b);
+    float *dlogps = malloc((size_t)b.n_seq * sizeof(float));
+    for (int s = 0; s < b.n_seq; s++) dlogps[s] = (float)(uniform() * 2 - 1);
+    int32_t *plen = malloc((size_t)b.n_seq * sizeof *plen);
+    for (int s = 0; s < b.n_seq; s++) plen[s] = b.lengths[s] - DEC_STEPS - 1 - s % 3;
+
+    Backend *cpu = NULL, *gpu = NULL;
+    Result rc, rg;
+    double t0 = now_ms();
+    die(cpu_backend_create(&model, NULL, &cpu, &err), &err, "cpu backend");
+    run_backend(cpu, &ad, &b, dlogps, plen, &rc, 0);
+    backend_destroy(cpu);
+    double t1 = now_ms();
+    die(cuda_backend_create(&model, 0, &gpu, &err), &err, "cuda backend");
+    double t2 = now_ms();
+    run_backend(gpu, &ad, &b, dlogps, plen, &rg, 1);
+    printf("     cpu reference %.0f ms; cuda create %.0f ms\n", t1 - t0, t2 - t1);
+
+    double worst = 0, worst_base = 0, worst_diff = 0;
+    for (int s = 0; s < b.n_seq; s++) {
+        double e = fabs(rg.logps[s] - rc.logps[s]) / fabs(rc.logps[s]);
+        double eb = fabs(rg.base[s] - rc.base[s]) / fabs(rc.base[s]);
+        double dd = fabs((rg.logps[s] - rg.base[s]) - (rc.logps[s] - rc.base[s]));
+        worst = e > worst ? e : worst;
+        worst_base = eb > worst_base ? eb : worst_base;
+        worst_diff = dd > worst_diff ? dd : worst_diff;
+    }
+    check(worst < LOGPS_TOL, "logps (adapter) rel err", "%.3g (seq 0: cpu %.4f cuda %.4f)", worst,
+          rc.logps[0], rg.logps[0]);
+    check(worst_base < LOGPS_TOL, "logps (base) rel err", "%.3g", worst_base);
+    printf("     max |(logp_adapter - logp_base) cuda - cpu| = %.4g (cpu seq 0: %.4f)\n",
+           worst_diff, rc.logps[0] - rc.base[0]);
+    double nc, ng;
+    double cos_all = cosine(rg.grads, rc.grads, ad.n_params, &ng, &nc);
+    double cos_min = 1;
+    const char *min_name = "";
+    int min_layer = 0;
+    for (int l = 0; l < ad.n_layers; l++)
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            const LoraSlot *s = lora_slot(&ad, l, (LoraTarget)t);
+            if (!s) continue;
+            size_t na = (size_t)cs->rank * s->in_features, nb = (size_t)s->out_features * cs->rank;
+            double ca = cosine(rg.grads + s->a_offset, rc.grads + s->a_offset, na, NULL, NULL);
+            double cb = cosine(rg.grads + s->b_offset, rc.grads + s->b_offset, nb, NULL, NULL);
+            double c = ca < cb ? ca : cb;
+            if (c < cos_min) {
+                cos_min = c;
+                min_name = lora_target_name((LoraTarget)t);
+                min_layer = l;
+            }
+        }
+    check(cos_all > GRAD_COS_MIN, "LoRA grads cosine (all)", "%.6f (|g| cpu %.4g cuda %.4g)",
+          cos_all, nc, ng);
+    check(cos_min > 0.99, "LoRA grads cosine (worst tensor)", "%.6f (layer %d %s)", cos_min,
+          min_layer, min_name);
+    size_t V = cs->cfg.vocab_size;
+    double dec_err = rel_err(rg.dec, rc.dec, (size_t)(DEC_STEPS + 1) * b.n_seq * V);
+    check(dec_err < DECODE_TOL, "decode logits vs cpu decode", "%.3g", dec_err);
+    double full_err = decode_vs_full(gpu, &ad, &b, plen, rg.dec);
+    check(full_err < DECODE_TOL, "decode logits vs cuda full forward", "%.3g", full_err);
+    backend_destroy(gpu);
+    lora_adapter_free(&ad);
+    llama_model_free(&model);
+    batch_free(&b);
+    free(dlogps);
+    free(plen);
+    free(rc.logps); free(rc.base); free(rc.grads); free(rc.dec);
+    free(rg.logps); free(rg.base); free(rg.grads); free(rg.dec);
+}
+
+int main(int argc, char **argv)
+{
+    LlamaConfig tiny = llama_preset_find("tiny")->config;
+    tiny.vocab_size = 512;
+    LlamaConfig tied = tiny;
+    tied.num_key_value_heads = tied.num_attention_heads; /* MHA */
+    tied.tie_word_embeddings = true;
+    LlamaConfig g128 = tiny; /* head_dim 128 (4 values per lane), GQA 4:1 */
+    g128.hidden_size = 512;
+    g128.num_attention_heads = 4;
+    g128.num_key_value_heads = 1;
+    g128.intermediate_size = 1024;
+    g128.vocab_size = 1000;
+    LlamaConfig small = llama_preset_find("small-100m")->config;
+    LlamaConfig wide = llama_preset_find("llama2-7b")->config; /* 7B's width, 2 layers */
+    wide.num_hidden_layers = 2;
+    LlamaConfig deep = llama_preset_find("llama2-7b")->config; /* 7B's depth, narrow */
+    deep.hidden_size = 512;
+    deep.num_attention_heads = deep.num_key_value_heads = 4;
+    deep.intermediate_size = 1376;
+    unsigned qv = (1u << LORA_Q_PROJ) | (1u << LORA_V_PROJ);
+    Case cases[] = {
+        {"tiny", tiny, 5, 70, 8, 0},
+        {"tied", tied, 3, 40, 4, 0},
+        {"gqa128", g128, 4, 150, 16, 0},
+        {"small-100m", small, 4, 256, 16, 0},
+        {"wide", wide, 4, 512, 16, qv},
+        {"deep", deep, 4, 512, 16, qv},
+    };
+    int n_cases = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < n_cases; i++) {
+        int want = argc < 2;
+        for (int a = 1; a < argc; a++) want |= strcmp(argv[a], cases[i].name) == 0;
+        if (want) run_case(&cases[i]);
+    }
+    printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,58 @@
+#!/bin/bash
+# The CUDA checks of issue 6 in one device-tool call (docs/cuda.md):
+#   1. check_cuda_backend: CUDA vs CPU backend on tiny, tied, gqa128, small-100m
+#   2. compute-sanitizer memcheck of the tiny case (training step + decode)
+#   3. the tiny pipeline end to end on the CPU and on the GPU, and MODPO
+#      (50 steps, lr 1e-3, loss logged every step) on the GPU from the CPU
+#      run's SFT model and margin adapter, so the two loss curves start equal.
+#   4. torch: the CUDA backend against PyTorch on a Llama-2-7B-shaped random
+#      model (tests/cuda/run_torch_check.sh).
+# Needs build-cuda/modpo, build-cuda/tests/cuda/check_cuda_backend and
+# .device/lib.tgz (tools/device_bundle.sh) carried along; logs go to $OUT.
+#   bash tests/cuda/run_device_checks.sh [parity] [memcheck] [pipeline] [torch]
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" .device
+tar xzf .device/lib.tgz -C .device
+export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64
+B=build-cuda/modpo
+T=build-cuda/tests/cuda/check_cuda_backend
+steps=${*:-parity memcheck pipeline torch}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+$B devices 2>&1 | tee -a "$OUT/gpu.txt"
+
+for step in $steps; do
+case $step in
+parity)
+    echo "== parity"
+    timeout 300 $T 2>&1 | tee "$OUT/check.log"
+    ;;
+memcheck)
+    echo "== memcheck (tiny)"
+    SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+    timeout 300 "$SAN" --tool memcheck $T tiny > "$OUT/memcheck.log" 2>&1
+    echo "compute-sanitizer exit $?"
+    grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log"
+    ;;
+pipeline)
+    echo "== pipeline"
+    S="--set modpo.steps=50 --set modpo.log_steps=1 --set modpo.learning_rate=1e-3 --set modpo.eval_steps=25 --set modpo.save_steps=25"
+    rm -rf runs-cpu runs-cuda runs-mix
+    t0=$SECONDS; timeout 200 $B pipeline conf/tiny.cfg --set run.output_root=runs-cpu --set run.threads=8 $S > "$OUT/pipeline-cpu.log" 2>&1
+    echo "cpu pipeline exit $? in $((SECONDS - t0)) s"; tail -1 "$OUT/pipeline-cpu.log"
+    t0=$SECONDS; timeout 200 $B pipeline conf/tiny.cfg --set run.device=cuda --set run.output_root=runs-cuda $S > "$OUT/pipeline-cuda.log" 2>&1
+    echo "cuda pipeline exit $? in $((SECONDS - t0)) s"; tail -8 "$OUT/pipeline-cuda.log"
+    mkdir -p runs-mix && cp -r runs-cpu/tiny runs-mix/ && rm -rf runs-mix/tiny/modpo-w* runs-mix/tiny/gen runs-mix/tiny/score
+    timeout 200 $B modpo conf/tiny.cfg --set run.device=cuda --set run.output_root=runs-mix $S > "$OUT/modpo-mix.log" 2>&1
+    echo "cuda modpo (from the cpu sft) exit $?"
+    python3 tests/cuda/compare_curves.py runs-cpu/tiny runs-mix/tiny runs-cuda/tiny 2>&1 | tee "$OUT/curves.txt"
+    tar czf "$OUT/runs.tgz" runs-cpu/tiny/*/metrics.jsonl runs-cuda/tiny/*/metrics.jsonl \
+        runs-mix/tiny/*/metrics.jsonl runs-cpu/tiny/score runs-cuda/tiny/score runs-cuda/tiny/gen 2>/dev/null
+    ;;
+torch)
+    echo "== torch (7B shape)"
+    bash tests/cuda/run_torch_check.sh 7b > "$OUT/torch.log" 2>&1
+    grep -v "^\[" "$OUT/check-torch.log"
+    ;;
+esac
+done
