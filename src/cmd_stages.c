@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "dist/dist_world.h"
 #include "run_layout.h"
+#include "run_log.h"
 #include "stages.h"
 
 typedef struct {
@@ -43,6 +44,19 @@ static int parse_options(const CliArgs *args, StageOptions *o, const char **mode
     return 0;
 }
 
+/* Everything the command writes to stderr also goes to ROOT/logs/. */
+static RunLog *start_log(const Config *cfg, const char *command, const DistComm *comm)
+{
+    char root[RUN_PATH_MAX];
+    run_root(cfg, root);
+    RunLog *log = NULL;
+    Error err;
+    int rank = dist_size(comm) > 1 ? dist_rank(comm) : -1;
+    if (run_log_start(root, command, rank, &log, &err))
+        fprintf(stderr, "modpo %s: warning: no log file: %s\n", command, err.msg);
+    return log;
+}
+
 typedef int (*StageFn)(const Config *cfg, const StageOptions *o, const char *model, Error *err);
 
 /* The frame every stage command shares: config, options, errors, exit code. */
@@ -70,12 +84,16 @@ static int run_command(int argc, char **argv, const char *usage, bool takes_mode
         bool fail_here = inject && *inject && atoi(inject) == dist_rank(o.comm);
         if (rc == 0 && fail_here)
             error_set(&err, "injected failure (MODPO_TEST_FAIL_RANK=%s)", inject);
+        RunLog *log = rc == 0 ? start_log(cfg, argv[0], o.comm) : NULL;
         if (rc == 0 && (fail_here || fn(cfg, &o, model, &err))) {
             char prefix[64];
             snprintf(prefix, sizeof prefix, "modpo %s", argv[0]);
+            run_log_stop(log, err.msg);
+            log = NULL;
             dist_fail(prefix, err.msg, 1); /* aborts the job when other ranks run */
             rc = 1;
         }
+        run_log_stop(log, NULL);
     }
     cli_args_free(&args);
     free(cfg);

@@ -1,4 +1,5 @@
 /* modpo: the HelpSteer MODPO pipeline.  `main` only finds the command. */
+#include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +23,10 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     if (argc < 2) { usage(stderr); return 2; }
+    /* Our checkpoint code turns HDF5 failures into messages; HDF5's own
+     * stack dumps (and 1.10's "infinite loop closing library" after a
+     * rejected corrupt file) would only bury them. */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return 0;

@@ -1,6 +1,7 @@
 #include "metrics_log.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,7 +19,8 @@ int metrics_log_open(MetricsLog *log, const char *path, const char *stage, long 
     memset(log, 0, sizeof *log);
     log->file = fopen(path, "a");
     if (!log->file) return error_set_errno(err, "cannot open metrics file %s", path);
-    log->tty = isatty(STDERR_FILENO) != 0;
+    /* run_log.c sets MODPO_STDERR_TTY when it turns a terminal stderr into a pipe. */
+    log->tty = isatty(STDERR_FILENO) != 0 || getenv("MODPO_STDERR_TTY") != NULL;
     log->start_time = monotonic_seconds();
     log->start_step = start_step;
     snprintf(log->stage, sizeof log->stage, "%s", stage);

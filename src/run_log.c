@@ -98,7 +98,7 @@ int run_log_start(const char *dir, const char *command, int rank, RunLog **out, 
     return 0;
 }
 
-void run_log_stop(RunLog *log)
+void run_log_stop(RunLog *log, const char *last_line)
 {
     if (!log) return;
     fflush(stderr);
@@ -108,6 +108,7 @@ void run_log_stop(RunLog *log)
     pthread_join(log->thread, NULL);
     close(log->saved_stderr);
     close(log->pipe_read);
+    if (last_line) fprintf(log->file, "%s\n", last_line);
     fclose(log->file);
     free(log);
 }

@@ -357,7 +357,9 @@ START_TEST(modpo_groups_cache_generation)
      * it is computed in (precompute batches of 8 pairs vs micro-batches of
      * 3 here), and the optimizer carries such differences forward. */
     assert_same_series(r1, rc_, "modpo-w0.2", "train", "loss", 1e-5);
-    assert_same_series(r1, rc_, "modpo-w0.2", "train", "rewards/margins", 1e-4);
+    /* rewards/margins is a small difference of larger rewards: its relative
+     * error is the logps' absolute error over a small number. */
+    assert_same_series(r1, rc_, "modpo-w0.2", "train", "rewards/margins", 1e-3);
     assert_same_series(r1, rc_, "modpo-w0.2", "eval", "eval_loss", 1e-5);
 
     /* Generation sharded over 3 ranks equals one rank's, record for record

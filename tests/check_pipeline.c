@@ -186,6 +186,10 @@ START_TEST(pipeline_end_to_end)
     ck_assert_ptr_nonnull(strstr(err, "modpo sft: finished before; skipped"));
     ck_assert_ptr_null(strstr(err, "starting"));
     free(err);
+    /* Every command left a log of its stderr under the output root. */
+    char cmd0[2048];
+    snprintf(cmd0, sizeof cmd0, "grep -q 'modpo sft: starting' %s/logs/pipeline-*.log", root);
+    ck_assert_int_eq(system(cmd0), 0);
     /* validate-eval agrees on the run's generation dirs. */
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "./modpo validate-eval %s/gen/sft %s/gen/modpo-w0.8 > /dev/null", root, root);
