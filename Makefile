@@ -40,7 +40,7 @@ endif
 TEST_SRCS := $(wildcard tests/check_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 
-.PHONY: all test clean deps
+.PHONY: all test clean deps bench
 all: $(BIN)
 
 $(BIN): $(BUILD)/libmodpo.a $(BUILD)/src/main.o
@@ -91,6 +91,13 @@ cuda-test-bins: $(BIN) $(CUDA_TEST_BINS)
 test-cuda: cuda-test-bins
 	$(BUILD)/tests/cuda/check_cuda_backend
 endif
+
+# Benchmarks (bench/README.md): `make bench` builds them; bench/run_cpu_bench.sh runs them.
+bench: $(BUILD)/bench/cpu_step
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libmodpo.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmodpo.a $(LDLIBS)
 
 deps:
 	sh tools/install_deps.sh

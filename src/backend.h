@@ -70,8 +70,9 @@ typedef struct {
 
     /* ---- adapters ----
      * bind: the backend keeps a pointer to `host` (which must outlive the
-     * handle and keep its shape), copies its params in and zeroes the
-     * backend's gradient accumulator. */
+     * handle and keep its shape) and copies its params in.  The gradient
+     * accumulator holds nothing meaningful until adapter_zero_grads (on the
+     * CPU it is host->grads, left as they are). */
     int (*adapter_bind)(Backend *b, LoraAdapter *host, BackendAdapter **out, Error *err);
     void (*adapter_unbind)(Backend *b, BackendAdapter *a);
     /* host->params -> backend */
