@@ -12,6 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef MODPO_CUDA
+#include <cuda_runtime.h>
+
+#include "cuda_backend.h"
+#endif
 
 #include "dist/dist_allreduce.h"
 #include "dist/dist_world.h"
@@ -87,6 +92,11 @@ int main(int argc, char **argv)
         for (int i = 0; i < 4; i++) sizes[n_sizes++] = d[i];
     }
     if (reps < 1) reps = 1;
+#ifdef MODPO_CUDA
+    /* As the CUDA backend does: one GPU per rank of a node, or NCCL sees two
+     * ranks on one device and refuses the communicator. */
+    if (kind == GRAD_COMM_NCCL) cudaSetDevice(cuda_backend_default_device());
+#endif
     int rc = 0;
     for (int i = 0; rc == 0 && i < n_sizes; i++) rc = bench(&w.world, kind, sizes[i], reps, &err);
     if (rc) dist_fail("allreduce", err.msg, 1);

@@ -13,6 +13,9 @@
 #            batch of 8 sequences, the same at every rank count)
 #   DEVICE   cpu | cuda (run.device); THREADS per rank (default 1)
 #   LAUNCH   mpirun (default) | srun (inside an allocation)
+#   PREBUILT=1 with MODPO_BIN and ALLREDUCE_BIN: use binaries built elsewhere
+#            (the GPU machine of the device tool has no libconfig to build with;
+#            bench/scaling/run_device.sh sets these)
 # Prints a Markdown table (copy it into bench/scaling/README.md with the
 # machine) and the collectives' JSON lines.
 set -eu
@@ -27,6 +30,9 @@ THREADS=${THREADS:-1}
 LAUNCH=${LAUNCH:-mpirun}
 PKGS="libconfig jansson zlib openblas hdf5-openmpi"
 
+MODPO_BIN=${MODPO_BIN:-./modpo}
+ALLREDUCE_BIN=${ALLREDUCE_BIN:-build/bench/allreduce}
+if [ -z "${PREBUILT:-}" ]; then
 make -s modpo build/libmodpo.a
 mkdir -p build/bench
 EXTRA_CFLAGS=""
@@ -39,6 +45,7 @@ fi
 ${CC:-mpicc} -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -Isrc -Ibuild $EXTRA_CFLAGS \
     $(pkg-config --cflags $PKGS) -o build/bench/allreduce bench/scaling/allreduce.c \
     build/libmodpo.a $(pkg-config --libs $PKGS) $EXTRA_LIBS -lm
+fi
 
 launch() {
     n=$1; shift
@@ -47,6 +54,7 @@ launch() {
     else
         extra=""
         [ "$(id -u)" -eq 0 ] && extra="--allow-run-as-root"
+        [ -n "${LD_LIBRARY_PATH:-}" ] && extra="$extra -x LD_LIBRARY_PATH"
         # shellcheck disable=SC2086
         mpirun --oversubscribe $extra -np "$n" "$@"
     fi
@@ -54,7 +62,7 @@ launch() {
 
 T=$(mktemp -d /tmp/modpo-scaling-XXXXXX)
 trap 'rm -rf "$T"' EXIT
-./modpo init-model --preset "$PRESET" --out "$T/model" > /dev/null
+$MODPO_BIN init-model --preset "$PRESET" --out "$T/model" > /dev/null
 CPU=$(lscpu 2> /dev/null | sed -n 's/^Model name: *//p' | head -1)
 echo "# $(date -u +%Y-%m-%d) $CPU, $(nproc --all) cores; device $DEVICE, $THREADS thread(s) per rank; model $PRESET;"
 echo "# SFT $STEPS steps, global batch $BATCH x $ACCUM sequences (independent of the ranks); launcher $LAUNCH"
@@ -64,12 +72,12 @@ echo "|------:|--------:|---------:|-------------------:|--------------:|-------
 base=""
 for n in $RANKS; do
     out="$T/np$n"
-    launch "$n" ./modpo sft --set run.output_root="$out" --set model.path="$T/model" \
+    launch "$n" $MODPO_BIN sft --set run.output_root="$out" --set model.path="$T/model" \
         --set run.device="$DEVICE" --set run.threads="$THREADS" \
         --set sft.steps="$STEPS" --set sft.batch_size="$BATCH" --set sft.grad_accum="$ACCUM" \
         --set sft.eval_steps="$STEPS" --set sft.save_steps="$STEPS" --set sft.log_steps="$STEPS" \
         --quiet > "$T/np$n.log" 2>&1 || { echo "ranks $n failed:" >&2; tail -20 "$T/np$n.log" >&2; exit 1; }
-    done_json=$(cat "$out/tiny/sft/DONE")
+    done_json=$(cat "$out"/*/sft/DONE)
     line=$(echo "$done_json" | awk -v n="$n" -v base="$base" '
         { gsub(/[{},":]/, " "); for (i = 1; i < NF; i++) { if ($i == "steps") s = $(i + 1);
           if ($i == "step_seconds") t = $(i + 1); if ($i == "comm_seconds") c = $(i + 1);
@@ -84,5 +92,5 @@ echo
 echo "Collectives alone (median of 30; MPI):"
 for n in $RANKS; do
     [ "$n" -gt 1 ] || continue
-    if [ "$DEVICE" = cuda ]; then launch "$n" build/bench/allreduce --nccl; else launch "$n" build/bench/allreduce; fi
+    if [ "$DEVICE" = cuda ]; then launch "$n" $ALLREDUCE_BIN --nccl; else launch "$n" $ALLREDUCE_BIN; fi
 done
