@@ -4,6 +4,7 @@
  * kernels of cpu_kernels.h.  Adapters are shared with the host (the
  * BackendAdapter points at the caller's LoraAdapter), so push and pull are
  * no-ops and backward accumulates straight into LoraAdapter.grads. */
+#include "backend_checks.h"
 #include "cpu_kernels.h"
 
 #include <stdlib.h>
@@ -131,13 +132,9 @@ static int cpu_backward(Backend *b, BackendAdapter *a, const Batch *batch, const
                         Error *err)
 {
     CpuState *st = state_of(b);
-    if (!a) return error_set(err, "cpu backward: no adapter (the base model has no gradients)");
-    if (!st->has_fwd || st->fwd.adapter != a)
-        return error_set(err, "cpu backward: no forward of this adapter kept "
-                         "(call logps with keep_for_backward first)");
-    if (st->fwd.n_seq != batch->n_seq || st->fwd.seq_len != batch->seq_len)
-        return error_set(err, "cpu backward: batch is %dx%d, the kept forward's %dx%d",
-                         batch->n_seq, batch->seq_len, st->fwd.n_seq, st->fwd.seq_len);
+    if (backend_check_backward("cpu", a, st->has_fwd, st->fwd.adapter, st->fwd.n_seq, st->fwd.seq_len,
+                               batch, err))
+        return -1;
     cpu_arena_reset(&st->scratch);
     int rc = cpu_model_backward(st->model, st->chunk, a, &st->fwd, dlogps, &st->scratch, err);
     st->has_fwd = 0;

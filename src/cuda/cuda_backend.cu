@@ -13,6 +13,7 @@
 #include "cuda/cuda_reduce.cuh"
 
 extern "C" {
+#include "backend_checks.h"
 #include "cuda_backend.h"
 }
 
@@ -215,13 +216,9 @@ static int cu_backward(Backend *b, BackendAdapter *a, const Batch *batch, const 
                        Error *err)
 {
     CuState *st = cu_state(b);
-    if (!a) return error_set(err, "cuda backward: no adapter (the base model has no gradients)");
-    if (!st->has_fwd || st->fwd.adapter != a)
-        return error_set(err, "cuda backward: no forward of this adapter kept "
-                         "(call logps with keep_for_backward first)");
-    if (st->fwd.n_seq != batch->n_seq || st->fwd.seq_len != batch->seq_len)
-        return error_set(err, "cuda backward: batch is %dx%d, the kept forward's %dx%d",
-                         batch->n_seq, batch->seq_len, st->fwd.n_seq, st->fwd.seq_len);
+    if (backend_check_backward("cuda", a, st->has_fwd, st->fwd.adapter, st->fwd.n_seq, st->fwd.seq_len,
+                               batch, err))
+        return -1;
     int rc = cu_arena_reset(&st->scratch, err);
     float *d = rc ? NULL : cu_alloc<float>(&st->scratch, (size_t)batch->n_seq);
     if (!rc) rc = cu_arena_check(&st->scratch, "dlogps", err);

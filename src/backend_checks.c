@@ -1,0 +1,15 @@
+#include "backend_checks.h"
+
+int backend_check_backward(const char *who, const BackendAdapter *a, int has_kept,
+                           const BackendAdapter *kept_adapter, int kept_n_seq, int kept_seq_len,
+                           const Batch *batch, Error *err)
+{
+    if (!a) return error_set(err, "%s backward: no adapter (the base model has no gradients)", who);
+    if (!has_kept || kept_adapter != a)
+        return error_set(err, "%s backward: no forward of this adapter kept "
+                              "(call logps with keep_for_backward first)", who);
+    if (kept_n_seq != batch->n_seq || kept_seq_len != batch->seq_len)
+        return error_set(err, "%s backward: batch is %dx%d, the kept forward's %dx%d", who,
+                         batch->n_seq, batch->seq_len, kept_n_seq, kept_seq_len);
+    return 0;
+}
