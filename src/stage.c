@@ -124,13 +124,16 @@ int stage_open(const char *dir, const Config *cfg, const char *const *critical, 
         if (fs_mkdir_p(dir, err)) return -1;
         return save_config(dir, cfg, err);
     }
-    if (check_saved_config(dir, cfg, critical, force, err)) return -1;
+    /* Settings matter only where there is work to keep: a finished stage or
+     * checkpoints.  A stage that never reached its first checkpoint starts
+     * over with whatever the user changed (a fixed data path, say). */
     if (stage_is_done(dir)) {
         *status = STAGE_DONE;
-        return 0;
+        return check_saved_config(dir, cfg, critical, force, err);
     }
     if (train_state_exists(dir)) {
         *status = STAGE_RESUME;
+        if (check_saved_config(dir, cfg, critical, force, err)) return -1;
         return save_config(dir, cfg, err);
     }
     int own = only_own_startup_files(dir, err);
