@@ -307,6 +307,22 @@ START_TEST(changed_setting_is_refused_unless_forced)
 }
 END_TEST
 
+START_TEST(failed_start_can_be_fixed)
+{
+    char args[1024], p[1024];
+    snprintf(args, sizeof args, "sft conf/tiny.cfg --set run.output_root=%s/fix --set data.train=%s/missing.jsonl",
+             tmp, tmp);
+    ck_assert_int_eq(run_modpo(args, "missing"), 1);
+    snprintf(p, sizeof p, "%s/missing.err", tmp);
+    char *err = slurp(p);
+    ck_assert_ptr_nonnull(strstr(err, "missing.jsonl: cannot open"));
+    free(err);
+    /* Nothing was trained, so the corrected data path is not "a changed setting". */
+    snprintf(args, sizeof args, "sft conf/tiny.cfg --set run.output_root=%s/fix --stop-after-step 1", tmp);
+    ck_assert_int_eq(run_modpo(args, "fixed"), 0);
+}
+END_TEST
+
 int main(void)
 {
     if (access("./modpo", X_OK) != 0) {
@@ -322,6 +338,7 @@ int main(void)
     tcase_add_test(tc, corrupt_checkpoint_falls_back);
     tcase_add_test(tc, foreign_directory_is_refused);
     tcase_add_test(tc, changed_setting_is_refused_unless_forced);
+    tcase_add_test(tc, failed_start_can_be_fixed);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
