@@ -57,7 +57,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c $< -o $@
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
 # conf/tiny.cfg is compiled into the binary: it is the default configuration.
 $(BUILD)/embedded_config.c: conf/tiny.cfg tools/embed.sh
@@ -94,6 +94,9 @@ endif
 
 # Benchmarks (bench/README.md): `make bench` builds them; bench/run_cpu_bench.sh runs them.
 bench: $(BUILD)/bench/cpu_step
+ifeq ($(CUDA),1)
+bench: $(BUILD)/bench/cuda_bench
+endif
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libmodpo.a
 	@mkdir -p $(dir $@)
@@ -105,4 +108,4 @@ deps:
 clean:
 	rm -rf build build-cuda modpo
 
--include $(OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(CU_OBJS:.o=.d)

@@ -66,6 +66,8 @@ int adamw_step(AdamW *opt, float *params, const float *grads, size_t n, double l
     float bc2_sqrt = (float)pow(1.0 - pow(c->beta2, t), 0.5); /* torch: bc2 ** 0.5 */
     float eps = (float)c->eps;
     float *m = opt->m, *v = opt->v;
+    /* Element-wise, so threads change no bit of the result. */
+#pragma omp parallel for if (n > 65536) schedule(static)
     for (size_t i = 0; i < n; i++) {
         float g = grads[i];
         params[i] *= decay;

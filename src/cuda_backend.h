@@ -5,6 +5,8 @@
 #ifndef MODPO_CUDA_BACKEND_H
 #define MODPO_CUDA_BACKEND_H
 
+#include <stdint.h>
+
 #include "backend.h"
 
 #ifdef __cplusplus
@@ -14,6 +16,16 @@ extern "C" {
 /* Uploads `model` (borrowed; it must outlive the backend) to GPU `device` as
  * bf16 and returns a Backend whose ops are the CUDA implementation. */
 int cuda_backend_create(const LlamaModel *model, int device, Backend **out, Error *err);
+
+/* A backend whose untied weights are random (std 0.02, norms 1), made on
+ * the device: for benchmarks of model shapes without files.  No host model. */
+int cuda_backend_create_random(const LlamaConfig *config, int device, uint64_t seed,
+                               Backend **out, Error *err);
+
+/* With MODPO_CUDA_PROFILE=1: GPU milliseconds per phase since the last
+ * call (resolved at syncs), names[i] for ms[i]; returns how many (0 when
+ * not profiling).  Resets the totals. */
+int cuda_backend_profile(Backend *b, double *ms, const char **names, int cap);
 
 /* The GPU this process should use: its node-local rank (OMPI_COMM_WORLD_LOCAL_RANK,
  * SLURM_LOCALID or LOCAL_RANK) modulo the visible GPUs; 0 without one. */

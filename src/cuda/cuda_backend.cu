@@ -28,6 +28,7 @@ extern "C" {
 int cu_flush(CuState *st, Error *err)
 {
     CU_TRY(cudaStreamSynchronize(st->stream));
+    if (st->prof) TRY(cu_prof_resolve(st, err));
     for (int i = 0; i < st->n_pend; i++)
         memcpy(st->pend[i].dst, st->pinned + st->pend[i].src_off, st->pend[i].bytes);
     st->n_pend = 0;
@@ -100,6 +101,8 @@ static void adapter_free(CuState *st, CuAdapter *ca)
     if (ca->params) cudaFree(ca->params);
     if (ca->grads) cudaFree(ca->grads);
     if (ca->pbf) cudaFree(ca->pbf);
+    if (ca->pinned_params) cudaHostUnregister(ca->pinned_params);
+    if (ca->pinned_grads) cudaHostUnregister(ca->pinned_grads);
     free(ca);
 }
 
@@ -155,6 +158,13 @@ static int cu_adapter_bind(Backend *b, LoraAdapter *host, BackendAdapter **out, 
         free(a);
         return error_set(err, "binding an adapter of %zu params: %s", ca->n, cudaGetErrorString(e));
     }
+    /* Pinned host params and grads: the once-a-step pull and push then run
+     * at full PCIe speed.  Where pinning is refused, pageable copies work. */
+    if (cudaHostRegister(host->params, n * sizeof(float), cudaHostRegisterDefault) == cudaSuccess)
+        ca->pinned_params = host->params;
+    if (cudaHostRegister(host->grads, n * sizeof(float), cudaHostRegisterDefault) == cudaSuccess)
+        ca->pinned_grads = host->grads;
+    (void)cudaGetLastError();
     if (cu_adapter_push(b, a, err) || cu_adapter_zero_grads(b, a, err)) {
         adapter_free(st, ca);
         free(a);
@@ -199,11 +209,13 @@ static int cu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *ou
         f->lab.dhn = cu_alloc<float>(arena, (size_t)(f->lab.n ? f->lab.n : 1) * st->c.hidden_size);
         if (cu_arena_check(arena, "the head direction", err)) return error_prefix(err, "cuda logps: ");
     }
+    if (st->prof && cu_prof_mark(st, CU_PH_HEAD_FWD, err)) return error_prefix(err, "cuda logps: ");
     float *seq = cu_alloc<float>(&st->scratch, (size_t)batch->n_seq);
     if (cu_arena_check(&st->scratch, "logps", err) ||
         cu_logprobs_forward(st, f, keep, seq, err) ||
         cu_output(st, out_logps, seq, (size_t)batch->n_seq * sizeof(float), err))
         return error_prefix(err, "cuda logps: ");
+    if (st->prof && cu_prof_mark(st, CU_PH_OTHER, err)) return error_prefix(err, "cuda logps: ");
     if (keep) {
         f->n_seq = batch->n_seq;
         f->seq_len = batch->seq_len;
@@ -290,6 +302,8 @@ static void cu_destroy(Backend *b)
         if (st->stream) cudaStreamSynchronize(st->stream);
         cu_arena_free(&st->kept);
         cu_arena_free(&st->scratch);
+        if (st->attn_ws) cudaFreeAsync(st->attn_ws, st->stream);
+        cu_prof_free(st->prof);
         if (st->stream) cudaStreamSynchronize(st->stream);
         if (st->weights) cudaFree(st->weights);
         if (st->rope_cos) cudaFree(st->rope_cos);
@@ -353,76 +367,112 @@ static int upload_bf16(CuState *st, const float *h, size_t n, bf16 *dst, float *
 
 static size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
+/* Places every weight in one device block and sets the pointers of st;
+ * *largest is the size of the biggest matrix (for staging). */
+static int weights_layout(CuState *st, int tied, size_t *largest, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    size_t d = c->hidden_size, kv = llama_kv_dim(c), f = c->intermediate_size, v = c->vocab_size;
+    int L = c->num_hidden_layers;
+    size_t mat[LORA_N_TARGETS] = {d * d, kv * d, kv * d, d * d, f * d, f * d, d * f};
+    size_t bytes = align_up(v * d * sizeof(bf16)) + (tied ? 0 : align_up(v * d * sizeof(bf16))) +
+                   align_up((2 * (size_t)L + 1) * d * sizeof(float));
+    *largest = v * d;
+    for (int t = 0; t < LORA_N_TARGETS; t++) {
+        bytes += (size_t)L * align_up(mat[t] * sizeof(bf16));
+        *largest = mat[t] > *largest ? mat[t] : *largest;
+    }
+    CU_TRY(cudaMalloc(&st->weights, bytes));
+    char *p = (char *)st->weights;
+    st->embed = st->lm_head = (bf16 *)p;
+    p += align_up(v * d * sizeof(bf16));
+    if (!tied) {
+        st->lm_head = (bf16 *)p;
+        p += align_up(v * d * sizeof(bf16));
+    }
+    float *norms = (float *)p;
+    p += align_up((2 * (size_t)L + 1) * d * sizeof(float));
+    for (int l = 0; l < L; l++) {
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            st->layers[l].w[t] = (bf16 *)p;
+            p += align_up(mat[t] * sizeof(bf16));
+        }
+        st->layers[l].ln1 = norms + 2 * (size_t)l * d;
+        st->layers[l].ln2 = norms + (2 * (size_t)l + 1) * d;
+    }
+    st->norm = norms + 2 * (size_t)L * d;
+    st->n_norm_values = (2 * (size_t)L + 1) * d;
+    return 0;
+}
+
+static size_t matrix_size(const LlamaConfig *c, LoraTarget t)
+{
+    size_t d = c->hidden_size, kv = llama_kv_dim(c), f = c->intermediate_size;
+    return t == LORA_K_PROJ || t == LORA_V_PROJ ? kv * d
+           : t == LORA_GATE_PROJ || t == LORA_UP_PROJ || t == LORA_DOWN_PROJ ? f * d : d * d;
+}
+
 static int upload_weights(CuState *st, Error *err)
 {
     const LlamaConfig *c = &st->c;
     const LlamaWeights *w = &st->model->weights;
-    size_t d = c->hidden_size, kv = llama_kv_dim(c), f = c->intermediate_size, v = c->vocab_size;
+    size_t d = c->hidden_size, v = c->vocab_size, largest;
     int L = c->num_hidden_layers, tied = w->lm_head == w->embed_tokens;
-    size_t mat[LORA_N_TARGETS] = {d * d, kv * d, kv * d, d * d, f * d, f * d, d * f};
-    size_t bytes = align_up(v * d * sizeof(bf16)) + (tied ? 0 : align_up(v * d * sizeof(bf16))) +
-                   align_up((2 * (size_t)L + 1) * d * sizeof(float));
-    size_t largest = v * d;
-    for (int t = 0; t < LORA_N_TARGETS; t++) {
-        bytes += (size_t)L * align_up(mat[t] * sizeof(bf16));
-        largest = mat[t] > largest ? mat[t] : largest;
-    }
-    CU_TRY(cudaMalloc(&st->weights, bytes));
-    char *p = (char *)st->weights;
+    TRY(weights_layout(st, tied, &largest, err));
     size_t stage_n = largest < ((size_t)32 << 20) ? largest : ((size_t)32 << 20);
     float *stage = NULL;
     CU_TRY(cudaMalloc((void **)&stage, stage_n * sizeof(float)));
-    int rc = 0;
-    bf16 *embed = (bf16 *)p;
-    p += align_up(v * d * sizeof(bf16));
-    rc = upload_bf16(st, w->embed_tokens, v * d, embed, stage, stage_n, err);
-    st->embed = embed;
-    st->lm_head = embed;
-    if (!rc && !tied) {
-        bf16 *head = (bf16 *)p;
-        p += align_up(v * d * sizeof(bf16));
-        rc = upload_bf16(st, w->lm_head, v * d, head, stage, stage_n, err);
-        st->lm_head = head;
-    }
-    float *norms = (float *)p;
-    p += align_up((2 * (size_t)L + 1) * d * sizeof(float));
+    int rc = upload_bf16(st, w->embed_tokens, v * d, (bf16 *)st->embed, stage, stage_n, err);
+    if (!rc && !tied) rc = upload_bf16(st, w->lm_head, v * d, (bf16 *)st->lm_head, stage, stage_n, err);
     for (int l = 0; !rc && l < L; l++) {
         const LlamaLayerWeights *lw = &w->layers[l];
         const float *src[LORA_N_TARGETS] = {lw->q_proj, lw->k_proj, lw->v_proj, lw->o_proj,
                                             lw->gate_proj, lw->up_proj, lw->down_proj};
-        for (int t = 0; !rc && t < LORA_N_TARGETS; t++) {
-            bf16 *dst = (bf16 *)p;
-            p += align_up(mat[t] * sizeof(bf16));
-            rc = upload_bf16(st, src[t], mat[t], dst, stage, stage_n, err);
-            st->layers[l].w[t] = dst;
-        }
-        float *ln1 = norms + 2 * (size_t)l * d, *ln2 = ln1 + d;
-        cudaError_t e = cudaMemcpyAsync(ln1, lw->input_layernorm, d * sizeof(float),
-                                        cudaMemcpyHostToDevice, st->stream);
+        for (int t = 0; !rc && t < LORA_N_TARGETS; t++)
+            rc = upload_bf16(st, src[t], matrix_size(c, (LoraTarget)t), (bf16 *)st->layers[l].w[t],
+                             stage, stage_n, err);
+        cudaError_t e = cudaMemcpyAsync((float *)st->layers[l].ln1, lw->input_layernorm,
+                                        d * sizeof(float), cudaMemcpyHostToDevice, st->stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(ln2, lw->post_attention_layernorm, d * sizeof(float),
-                                cudaMemcpyHostToDevice, st->stream);
+            e = cudaMemcpyAsync((float *)st->layers[l].ln2, lw->post_attention_layernorm,
+                                d * sizeof(float), cudaMemcpyHostToDevice, st->stream);
         if (!rc && e != cudaSuccess) rc = error_set(err, "uploading norms: %s", cudaGetErrorString(e));
-        st->layers[l].ln1 = ln1;
-        st->layers[l].ln2 = ln2;
     }
-    float *fn = norms + 2 * (size_t)L * d;
     if (!rc) {
-        cudaError_t e = cudaMemcpyAsync(fn, w->norm, d * sizeof(float), cudaMemcpyHostToDevice,
-                                        st->stream);
+        cudaError_t e = cudaMemcpyAsync((float *)st->norm, w->norm, d * sizeof(float),
+                                        cudaMemcpyHostToDevice, st->stream);
         if (e == cudaSuccess) e = cudaStreamSynchronize(st->stream);
         if (e != cudaSuccess) rc = error_set(err, "uploading weights: %s", cudaGetErrorString(e));
     }
-    st->norm = fn;
     cudaStreamSynchronize(st->stream);
     cudaFree(stage);
     return rc;
 }
 
-static int create(CuState *st, const LlamaModel *model, int device, Error *err)
+/* Random weights made on the device (benchmarks of the 7B shape need no
+ * 27 GB host model): every matrix ~ std * N(0, 1) by a counter-based hash,
+ * norms 1. */
+static int random_weights(CuState *st, uint64_t seed, float std, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    size_t largest, vd = (size_t)c->vocab_size * c->hidden_size;
+    TRY(weights_layout(st, 0, &largest, err));
+    TRY(cu_fill_normal(st, (bf16 *)st->embed, vd, seed, std, err));
+    TRY(cu_fill_normal(st, (bf16 *)st->lm_head, vd, seed + 1, std, err));
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int t = 0; t < LORA_N_TARGETS; t++)
+            TRY(cu_fill_normal(st, (bf16 *)st->layers[l].w[t], matrix_size(c, (LoraTarget)t),
+                               seed + 2 + (uint64_t)l * LORA_N_TARGETS + t, std, err));
+    TRY(cu_fill_const(st, (float *)st->layers[0].ln1, st->n_norm_values, 1.0f, err));
+    CU_TRY(cudaStreamSynchronize(st->stream));
+    return 0;
+}
+
+static int create(CuState *st, const LlamaModel *model, const LlamaConfig *config, int device,
+                  uint64_t seed, Error *err)
 {
     st->model = model;
-    st->c = model->config;
+    st->c = *config;
     st->device = device;
     CU_TRY(cudaSetDevice(device));
     CU_TRY(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
@@ -442,11 +492,18 @@ static int create(CuState *st, const LlamaModel *model, int device, Error *err)
     uint64_t threshold = UINT64_MAX;
     CU_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
     st->kept.stream = st->scratch.stream = st->stream;
+    const char *attn = getenv("MODPO_CUDA_ATTENTION");
+    st->attn_flash_only = attn && strcmp(attn, "flash") == 0;
+    const char *prof = getenv("MODPO_CUDA_PROFILE");
+    if (prof && strcmp(prof, "1") == 0) {
+        st->prof = (CuProfile *)calloc(1, sizeof *st->prof);
+        if (!st->prof) return error_set(err, "out of memory");
+    }
     int L = st->c.num_hidden_layers;
     st->layers = (CuLayerWeights *)calloc((size_t)L, sizeof *st->layers);
     st->kept_layers = (CuActs *)calloc((size_t)L, sizeof *st->kept_layers);
     if (!st->layers || !st->kept_layers) return error_set(err, "out of memory");
-    TRY(upload_weights(st, err));
+    TRY(model ? upload_weights(st, err) : random_weights(st, seed, 0.02f, err));
     return cu_rope_tables(st, st->c.max_position_embeddings > 0 ? st->c.max_position_embeddings : 1,
                           err);
 }
@@ -466,9 +523,10 @@ extern "C" int cuda_backend_default_device(void)
     return 0;
 }
 
-extern "C" int cuda_backend_create(const LlamaModel *model, int device, Backend **out, Error *err)
+static int backend_new(const LlamaModel *model, const LlamaConfig *config, int device,
+                       uint64_t seed, Backend **out, Error *err)
 {
-    if (check_config(&model->config, err)) return -1;
+    if (check_config(config, err)) return -1;
     Backend *b = (Backend *)calloc(1, sizeof *b);
     CuState *st = (CuState *)calloc(1, sizeof *st);
     if (!b || !st) {
@@ -477,12 +535,36 @@ extern "C" int cuda_backend_create(const LlamaModel *model, int device, Backend 
         return error_set(err, "out of memory creating the cuda backend");
     }
     b->ops = &cuda_ops;
-    b->config = model->config;
+    b->config = *config;
     b->state = st;
-    if (create(st, model, device, err)) {
+    if (create(st, model, config, device, seed, err)) {
         cu_destroy(b);
         return error_prefix(err, "cuda backend on GPU %d: ", device);
     }
     *out = b;
     return 0;
+}
+
+extern "C" int cuda_backend_create(const LlamaModel *model, int device, Backend **out, Error *err)
+{
+    return backend_new(model, &model->config, device, 0, out, err);
+}
+
+extern "C" int cuda_backend_profile(Backend *b, double *ms, const char **names, int cap)
+{
+    CuState *st = cu_state(b);
+    if (!st->prof) return 0;
+    int n = cap < CU_PHASES ? cap : CU_PHASES;
+    for (int i = 0; i < n; i++) {
+        ms[i] = st->prof->ms[i];
+        names[i] = cu_phase_name(i);
+        st->prof->ms[i] = 0.0;
+    }
+    return n;
+}
+
+extern "C" int cuda_backend_create_random(const LlamaConfig *config, int device, uint64_t seed,
+                                          Backend **out, Error *err)
+{
+    return backend_new(NULL, config, device, seed, out, err);
 }

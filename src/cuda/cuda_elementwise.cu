@@ -94,3 +94,45 @@ int cu_scatter_rows(CuState *st, int n, int width, const bf16 *src, const int32_
     CU_LAUNCHED();
     return 0;
 }
+
+/* splitmix64 of (seed, i): independent of the launch shape, so a tensor's
+ * values depend only on its seed. */
+__device__ __forceinline__ uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+__global__ void fill_normal_kernel(bf16 *x, size_t n, uint64_t seed, float std)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    uint64_t h = mix64(seed * 0x100000001b3ull ^ mix64(i));
+    float u1 = ((h >> 40) + 1.0f) * (1.0f / 16777217.0f); /* (0, 1] */
+    float u2 = ((h & 0xffffff) + 0.5f) * (1.0f / 16777216.0f);
+    x[i] = __float2bfloat16(std * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+}
+
+__global__ void fill_const_kernel(float *x, size_t n, float value)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = value;
+}
+
+int cu_fill_normal(CuState *st, bf16 *x, size_t n, uint64_t seed, float std, Error *err)
+{
+    if (!n) return 0;
+    fill_normal_kernel<<<cu_blocks(n, 256), 256, 0, st->stream>>>(x, n, seed, std);
+    CU_LAUNCHED();
+    return 0;
+}
+
+int cu_fill_const(CuState *st, float *x, size_t n, float value, Error *err)
+{
+    if (!n) return 0;
+    fill_const_kernel<<<cu_blocks(n, 256), 256, 0, st->stream>>>(x, n, value);
+    CU_LAUNCHED();
+    return 0;
+}

@@ -51,6 +51,21 @@ void cu_arena_free(CuArena *a);
 
 /* ---- device-side helpers (cuda_reduce.cuh) ---- */
 
+/* ---- cuda_profile.cu: GPU time per phase (MODPO_CUDA_PROFILE=1) ---- */
+enum CuPhase {
+    CU_PH_NORM, CU_PH_LINEAR_FWD, CU_PH_ROPE, CU_PH_ATTN_FWD, CU_PH_MLP_ACT, CU_PH_HEAD_FWD,
+    CU_PH_HEAD_BWD, CU_PH_LINEAR_BWD, CU_PH_ATTN_BWD, CU_PH_ATTN_AUX, CU_PH_OTHER, CU_PHASES
+};
+struct CuMark {
+    cudaEvent_t ev;
+    CuPhase phase;
+};
+struct CuProfile {
+    CuMark *marks;
+    int n, cap;
+    double ms[CU_PHASES];
+};
+
 /* ---- the backend's state ---- */
 struct CuLayerWeights {
     const bf16 *w[LORA_N_TARGETS]; /* q, k, v, o, gate, up, down */
@@ -61,6 +76,7 @@ struct CuAdapter {
     LoraAdapter *host;
     float *params, *grads; /* fp32 master weights and accumulated gradients */
     bf16 *pbf;             /* bf16 copy of params for the GEMMs (refreshed by push) */
+    void *pinned_params, *pinned_grads; /* the host buffers, when cudaHostRegister took them */
     size_t n;
 };
 
@@ -124,6 +140,7 @@ struct CuState {
     CuLayerWeights *layers;      /* [L] host array of device pointers */
     const bf16 *embed, *lm_head;
     const float *norm;
+    size_t n_norm_values;        /* every RMSNorm weight, contiguous from layers[0].ln1 */
     float *rope_cos, *rope_sin;  /* [rope_npos, head_dim / 2] */
     int rope_npos;
     CuArena kept, scratch;
@@ -131,6 +148,10 @@ struct CuState {
     CuActs *kept_layers;         /* [L] */
     CuActs scratch_layer;
     int has_fwd;
+    int attn_flash_only;         /* MODPO_CUDA_ATTENTION=flash: never the GEMM path */
+    void *attn_ws;               /* the GEMM attention's workspace (stream-ordered) */
+    size_t attn_ws_bytes;
+    CuProfile *prof;             /* NULL unless MODPO_CUDA_PROFILE=1 */
     /* outputs: device -> pinned (async) -> caller's memory at sync */
     char *pinned;
     size_t pinned_cap, pinned_used;
@@ -144,6 +165,16 @@ struct CuState {
 };
 
 static inline CuState *cu_state(Backend *b) { return (CuState *)b->state; }
+
+int cu_prof_mark(CuState *st, CuPhase phase, Error *err);
+int cu_prof_resolve(CuState *st, Error *err);
+void cu_prof_free(CuProfile *p);
+const char *cu_phase_name(int phase);
+/* Marks the start of a phase when profiling. */
+#define CU_PHASE(st, ph)                                                                   \
+    do {                                                                                   \
+        if ((st)->prof) TRY(cu_prof_mark((st), (ph), err));                                \
+    } while (0)
 
 /* ---- cuda_backend.cu: outputs ----
  * Reserves `bytes` of the pinned buffer for a device->host copy that lands
@@ -160,6 +191,11 @@ int cu_flush(CuState *st, Error *err);
 int cu_gemm(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const bf16 *A,
             int lda, const bf16 *B, int ldb, float beta, void *C, int c_f32, int ldc,
             Error *err);
+/* The same over `batch` problems, operand b at X + b * stride_x. */
+int cu_gemm_strided(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const bf16 *A,
+                    int lda, long long stride_a, const bf16 *B, int ldb, long long stride_b,
+                    float beta, void *C, int c_f32, int ldc, long long stride_c, int batch,
+                    Error *err);
 
 /* ---- cuda_lora.cu: a frozen bf16 Linear with an optional LoRA ---- */
 struct CuLinear {
@@ -213,6 +249,14 @@ int cu_attention_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error
 int cu_attention_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
                           float *delta, float *dq, float *dk, float *dv, Error *err);
 
+/* ---- cuda_attention_gemm.cu: the same on tensor cores for passes without a
+ * KV cache whose [L x L] scores fit the workspace (cu_attention_gemm_usable);
+ * same inputs, outputs and lse. */
+int cu_attention_gemm_usable(const CuState *st, const CuRows *rows);
+int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error *err);
+int cu_attention_gemm_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
+                               float *dq, float *dk, float *dv, Error *err);
+
 /* ---- cuda_elementwise.cu: embedding, SwiGLU, conversions, KV scatter ---- */
 int cu_embed(CuState *st, int n, const int32_t *tok, float *x, Error *err);
 int cu_swiglu_forward(CuState *st, size_t n, const bf16 *gate, const bf16 *up, bf16 *act,
@@ -220,6 +264,9 @@ int cu_swiglu_forward(CuState *st, size_t n, const bf16 *gate, const bf16 *up, b
 int cu_swiglu_backward(CuState *st, size_t n, const bf16 *gate, const bf16 *up,
                        const float *dact, bf16 *dgate, bf16 *dup, Error *err);
 int cu_to_bf16(CuState *st, size_t n, const float *x, bf16 *y, Error *err);
+/* x[i] = std * N(0,1) from a hash of (seed, i); x[i] = value. */
+int cu_fill_normal(CuState *st, bf16 *x, size_t n, uint64_t seed, float std, Error *err);
+int cu_fill_const(CuState *st, float *x, size_t n, float value, Error *err);
 /* dst[rows[i]] = src[i] for rows of `width` bf16 values. */
 int cu_scatter_rows(CuState *st, int n, int width, const bf16 *src, const int32_t *rows,
                     bf16 *dst, Error *err);

@@ -1,0 +1,567 @@
+/* The CUDA side of the GPU benchmarks (bench/README.md, issue 7); the
+ * PyTorch side is bench/torch_gpu_bench.py and bench/run_gpu_bench.sh runs
+ * both in one device call.  The model is random (Llama-2-7B's shape by
+ * default, made on the GPU: no files), the workload is the one the PyTorch
+ * script runs:
+ *
+ *   gemm        bf16 8192^3 GEMM (cuBLAS) TFLOP/s and device copy GB/s
+ *   modpo       the MODPO training step at P pairs per micro-batch: policy
+ *               logps (kept) -> sync -> MODPO loss against cached reference
+ *               and margin values -> backward -> pull grads, clip 1.0, AdamW,
+ *               push; as the trainer does it
+ *   precompute  the frozen passes: reference logps (no adapter) and margin
+ *               logps (a second adapter) of B sequences
+ *   decode      prefill + greedy decode with the KV cache, batch 1 and 64
+ *
+ *   cuda_bench [--what gemm,modpo,precompute,decode] [--preset llama2-7b]
+ *              [--pairs 1,2,4,8] [--seq-len 512] [--prompt-len 256]
+ *              [--batches 8,16,32] [--gen-batches 1,64] [--gen-prompt-len 128]
+ *              [--gen-new 128] [--steps 5] [--warmup 2] [--out FILE]
+ *
+ * Each measurement prints one JSON line (and appends it to --out).  FLOPs
+ * follow the PyTorch script's convention: N_mm = parameters of every Linear
+ * including the LM head; per token fwd = 2 N_mm + 2 layers seq d, a
+ * LoRA-only backward = 2 N_mm + 4 layers seq d. */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "adamw.h"
+#include "backend.h"
+#include "cuda_backend.h"
+#include "grad_clip.h"
+#include "lora.h"
+#include "losses.h"
+#include "model_presets.h"
+
+#define MAX_LIST 8
+
+typedef struct {
+    int v[MAX_LIST], n;
+} IntList;
+
+typedef struct {
+    const char *what, *preset, *out;
+    IntList pairs, batches, gen_batches;
+    int seq_len, prompt_len, gen_prompt_len, gen_new, steps, warmup;
+    double gemm_tflops; /* measured in this run, for MFU */
+} Args;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int parse_list(const char *s, IntList *l)
+{
+    l->n = 0;
+    while (*s && l->n < MAX_LIST) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1) return -1;
+        l->v[l->n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return l->n ? 0 : -1;
+}
+
+static int wants(const Args *a, const char *what) { return strstr(a->what, what) != NULL; }
+
+/* ---------------- JSON records ---------------- */
+
+typedef struct {
+    char buf[4096];
+    size_t len;
+} Record;
+
+static void rec_add(Record *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(r->buf + r->len, sizeof r->buf - r->len, fmt, ap);
+    va_end(ap);
+    if (n > 0) r->len += (size_t)n < sizeof r->buf - r->len ? (size_t)n : sizeof r->buf - r->len - 1;
+}
+
+static void rec_begin(Record *r, const char *bench, const Args *a)
+{
+    char card[256] = "unknown", date[32];
+    struct cudaDeviceProp prop;
+    int dev = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
+        snprintf(card, sizeof card, "%s", prop.name);
+    time_t t = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    r->len = 0;
+    rec_add(r, "{\"bench\": \"%s\", \"impl\": \"modpo-cuda\", \"card\": \"%s\", \"date\": \"%s\", "
+            "\"shape\": \"%s\", \"seq_len\": %d, \"prompt_len\": %d",
+            bench, card, date, a->preset, a->seq_len, a->prompt_len);
+}
+
+static void rec_end(Record *r, const Args *a)
+{
+    rec_add(r, "}");
+    printf("%s\n", r->buf);
+    fflush(stdout);
+    if (a->out) {
+        FILE *f = fopen(a->out, "a");
+        if (f) {
+            fprintf(f, "%s\n", r->buf);
+            fclose(f);
+        }
+    }
+}
+
+static double device_used_gib(void)
+{
+    size_t free_b = 0, total = 0;
+    if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) return -1.0;
+    return (double)(total - free_b) / (1024.0 * 1024.0 * 1024.0);
+}
+
+/* ---------------- FLOPs ---------------- */
+
+static double linear_params(const LlamaConfig *c)
+{
+    double d = c->hidden_size, kv = llama_kv_dim(c), f = c->intermediate_size;
+    double layer = d * d * 2 + 2 * d * kv + 3 * d * f;
+    return layer * c->num_hidden_layers + (double)c->vocab_size * d;
+}
+
+static double fwd_flops_per_token(const LlamaConfig *c, int seq)
+{
+    return 2 * linear_params(c) + 2.0 * c->num_hidden_layers * seq * c->hidden_size;
+}
+
+static double bwd_flops_per_token(const LlamaConfig *c, int seq)
+{
+    return 2 * linear_params(c) + 4.0 * c->num_hidden_layers * seq * c->hidden_size;
+}
+
+/* ---------------- gemm ceiling and copy bandwidth ---------------- */
+
+#define CUDA_OK(call)                                                                      \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess) {                                                           \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                  \
+                    cudaGetErrorString(e_));                                               \
+            return -1;                                                                     \
+        }                                                                                  \
+    } while (0)
+
+static int bench_gemm(Args *a)
+{
+    const int n = 8192, reps = 10;
+    void *A, *B, *C;
+    size_t bytes = (size_t)n * n * 2;
+    CUDA_OK(cudaMalloc(&A, bytes));
+    CUDA_OK(cudaMalloc(&B, bytes));
+    CUDA_OK(cudaMalloc(&C, bytes));
+    CUDA_OK(cudaMemset(A, 0x3c, bytes)); /* bf16 ~ 0.01: finite values */
+    CUDA_OK(cudaMemset(B, 0x3c, bytes));
+    cublasHandle_t h;
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return -1;
+    float one = 1.0f, zero = 0.0f;
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    double best = 0;
+    for (int r = 0; r < reps + 2; r++) {
+        cudaEventRecord(e0, 0);
+        cublasStatus_t s = cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, CUDA_R_16BF,
+                                        n, B, CUDA_R_16BF, n, &zero, C, CUDA_R_16BF, n,
+                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        if (s != CUBLAS_STATUS_SUCCESS) return -1;
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        double tf = 2.0 * n * n * (double)n / (ms * 1e-3) / 1e12;
+        if (r >= 2 && tf > best) best = tf;
+    }
+    cublasDestroy(h);
+    cudaFree(A);
+    cudaFree(B);
+    cudaFree(C);
+    size_t cbytes = (size_t)1 << 30;
+    CUDA_OK(cudaMalloc(&A, cbytes));
+    CUDA_OK(cudaMalloc(&B, cbytes));
+    double best_bw = 0;
+    for (int r = 0; r < 12; r++) {
+        cudaEventRecord(e0, 0);
+        cudaMemcpyAsync(B, A, cbytes, cudaMemcpyDeviceToDevice, 0);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float ms;
+        cudaEventElapsedTime(&ms, e0, e1);
+        double bw = 2.0 * cbytes / (ms * 1e-3) / 1e9;
+        if (r >= 2 && bw > best_bw) best_bw = bw;
+    }
+    cudaFree(A);
+    cudaFree(B);
+    a->gemm_tflops = best;
+    Record r;
+    rec_begin(&r, "gemm", a);
+    rec_add(&r, ", \"gemm_tflops\": %.1f, \"copy_gbs\": %.0f", best, best_bw);
+    rec_end(&r, a);
+    return 0;
+}
+
+/* ---------------- batches and adapters ---------------- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* n_seq sequences of seq_len random tokens, labels from prompt_len on. */
+static int make_batch(Batch *b, int n_seq, int seq_len, int prompt_len, int vocab, uint64_t seed)
+{
+    b->n_seq = n_seq;
+    b->seq_len = seq_len;
+    b->tokens = malloc((size_t)n_seq * seq_len * sizeof *b->tokens);
+    b->lengths = malloc((size_t)n_seq * sizeof *b->lengths);
+    b->label_mask = calloc((size_t)n_seq * seq_len, 1);
+    if (!b->tokens || !b->lengths || !b->label_mask) return -1;
+    uint64_t s = seed | 1;
+    for (int i = 0; i < n_seq; i++) {
+        b->lengths[i] = seq_len;
+        for (int t = 0; t < seq_len; t++) {
+            b->tokens[(size_t)i * seq_len + t] = t == 0 ? 1 : 3 + (int)(rng_next(&s) % (uint64_t)(vocab - 3));
+            b->label_mask[(size_t)i * seq_len + t] = t >= prompt_len && t > 0;
+        }
+    }
+    return 0;
+}
+
+/* PEFT's init, then B small and random so that every gradient is non-zero. */
+static int make_adapter(LoraAdapter *ad, const LlamaConfig *c, uint64_t seed, Error *err)
+{
+    LoraSpec spec = {16, 32.0f, (1u << LORA_Q_PROJ) | (1u << LORA_V_PROJ)};
+    if (lora_adapter_init(ad, c, spec, err)) return -1;
+    lora_adapter_randomize(ad, seed);
+    uint64_t s = seed * 2654435761u + 1;
+    for (int l = 0; l < ad->n_layers; l++)
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            const LoraSlot *sl = lora_slot(ad, l, (LoraTarget)t);
+            if (!sl) continue;
+            size_t nb = (size_t)sl->out_features * spec.rank;
+            for (size_t i = 0; i < nb; i++)
+                ad->params[sl->b_offset + i] = 0.01f * ((float)(rng_next(&s) >> 40) / 16777216.0f - 0.5f);
+        }
+    return 0;
+}
+
+static void print_profile(Backend *be, const char *what)
+{
+    double ms[16];
+    const char *names[16];
+    int n = cuda_backend_profile(be, ms, names, 16);
+    if (!n) return;
+    double total = 0;
+    for (int i = 0; i < n; i++) total += ms[i];
+    fprintf(stderr, "profile %s (GPU ms over the timed steps):", what);
+    for (int i = 0; i < n; i++) fprintf(stderr, " %s %.1f (%.0f%%)", names[i], ms[i], 100 * ms[i] / total);
+    fprintf(stderr, "\n");
+}
+
+/* ---------------- the MODPO step ---------------- */
+
+typedef struct {
+    Backend *be;
+    BackendAdapter *pol;
+    LoraAdapter *host;
+    AdamW opt;
+    Batch batch;
+    int pairs;
+    float *logps, *dlogps, *ref, *margin;
+} Step;
+
+static int modpo_step(Step *s, Error *err)
+{
+    const BackendOps *o = s->be->ops;
+    int P = s->pairs;
+    if (o->adapter_zero_grads(s->be, s->pol, err) ||
+        o->logps(s->be, s->pol, &s->batch, s->logps, 1, err) || o->sync(s->be, err))
+        return -1;
+    PrefBatch pb = {(size_t)P, s->logps, s->logps + P, s->ref, s->ref + P};
+    PrefMetrics m;
+    PrefGrads g = {s->dlogps, s->dlogps + P};
+    if (modpo_loss(&pb, s->margin, s->margin + P, 0.1, 0.5, PREF_LOSS_SIGMOID, 1.0, &m, &g, err) ||
+        o->backward(s->be, s->pol, &s->batch, s->dlogps, err) ||
+        o->adapter_pull_grads(s->be, s->pol, err))
+        return -1;
+    grad_clip_norm(s->host->grads, s->host->n_params, 1.0);
+    if (adamw_step(&s->opt, s->host->params, s->host->grads, s->host->n_params, 1e-4, err)) return -1;
+    return o->adapter_push(s->be, s->pol, err);
+}
+
+static int bench_modpo_pairs(const Args *a, Backend *be, BackendAdapter *pol, LoraAdapter *host,
+                             int P, Error *err)
+{
+    const LlamaConfig *c = &be->config;
+    Step s = {0};
+    s.be = be;
+    s.pol = pol;
+    s.host = host;
+    s.pairs = P;
+    AdamWConfig oc = {0.9, 0.999, 1e-8, 0.05};
+    if (adamw_init(&s.opt, host->n_params, oc, err)) return -1;
+    if (make_batch(&s.batch, 2 * P, a->seq_len, a->prompt_len, c->vocab_size, 1000 + P))
+        return error_set(err, "out of memory");
+    s.logps = calloc(2 * P, sizeof(float));
+    s.dlogps = calloc(2 * P, sizeof(float));
+    s.ref = calloc(2 * P, sizeof(float));
+    s.margin = calloc(2 * P, sizeof(float));
+    uint64_t rs = 77;
+    for (int i = 0; i < 2 * P; i++) {
+        s.margin[i] = (float)(rng_next(&rs) % 1000) / 1000.0f - 0.5f;
+    }
+    int rc = 0;
+    double best = 1e30, total = 0;
+    /* The reference values of the cache: the policy's own logps at start. */
+    rc = be->ops->logps(be, NULL, &s.batch, s.ref, 0, err) || be->ops->sync(be, err);
+    for (int i = 0; !rc && i < a->warmup; i++) rc = modpo_step(&s, err);
+    print_profile(be, "warmup");
+    for (int i = 0; !rc && i < a->steps; i++) {
+        double t0 = now();
+        rc = modpo_step(&s, err);
+        double dt = now() - t0;
+        total += dt;
+        best = dt < best ? dt : best;
+    }
+    if (!rc) {
+        print_profile(be, "modpo");
+        double mean = total / a->steps, tokens = 2.0 * P * a->seq_len;
+        double flops = tokens * (fwd_flops_per_token(c, a->seq_len) + bwd_flops_per_token(c, a->seq_len));
+        Record r;
+        rec_begin(&r, "modpo_step", a);
+        rec_add(&r, ", \"micro_batch_pairs\": %d, \"step_ms\": %.1f, \"best_step_ms\": %.1f, "
+                "\"pairs_per_s\": %.2f, \"tokens_per_s\": %.0f, \"tflops\": %.1f",
+                P, 1e3 * mean, 1e3 * best, P / mean, tokens / mean, flops / mean / 1e12);
+        if (a->gemm_tflops > 0) rec_add(&r, ", \"mfu\": %.3f", flops / mean / 1e12 / a->gemm_tflops);
+        rec_add(&r, ", \"device_mem_used_gib\": %.1f", device_used_gib());
+        rec_end(&r, a);
+    }
+    adamw_free(&s.opt);
+    batch_free(&s.batch);
+    free(s.logps);
+    free(s.dlogps);
+    free(s.ref);
+    free(s.margin);
+    return rc;
+}
+
+static int bench_modpo(const Args *a, Backend *be, Error *err)
+{
+    LoraAdapter host;
+    BackendAdapter *pol = NULL;
+    if (make_adapter(&host, &be->config, 11, err) || be->ops->adapter_bind(be, &host, &pol, err))
+        return -1;
+    /* A micro-batch that does not fit is recorded and ends the sweep. */
+    for (int i = 0; i < a->pairs.n; i++)
+        if (bench_modpo_pairs(a, be, pol, &host, a->pairs.v[i], err)) {
+            Record r;
+            rec_begin(&r, "modpo_step", a);
+            rec_add(&r, ", \"micro_batch_pairs\": %d, \"error\": \"%s\"", a->pairs.v[i], err->msg);
+            rec_end(&r, a);
+            break;
+        }
+    be->ops->adapter_unbind(be, pol);
+    lora_adapter_free(&host);
+    return 0;
+}
+
+/* ---------------- precompute ---------------- */
+
+static int bench_precompute_batch(const Args *a, Backend *be, BackendAdapter *margin, int B,
+                                  Error *err)
+{
+    const LlamaConfig *c = &be->config;
+    Batch batch;
+    if (make_batch(&batch, B, a->seq_len, a->prompt_len, c->vocab_size, 5000 + B))
+        return error_set(err, "out of memory");
+    float *ref = calloc(B, sizeof(float)), *mar = calloc(B, sizeof(float));
+    int rc = 0;
+    double total = 0;
+    for (int i = 0; !rc && i < a->warmup + a->steps; i++) {
+        double t0 = now();
+        rc = be->ops->logps(be, NULL, &batch, ref, 0, err) ||
+             be->ops->logps(be, margin, &batch, mar, 0, err) || be->ops->sync(be, err);
+        if (i >= a->warmup) total += now() - t0;
+        if (i == a->warmup - 1) print_profile(be, "warmup");
+    }
+    if (!rc) {
+        print_profile(be, "precompute");
+        double mean = total / a->steps, tokens = (double)B * a->seq_len;
+        double flops = 2 * tokens * fwd_flops_per_token(c, a->seq_len);
+        Record r;
+        rec_begin(&r, "precompute", a);
+        rec_add(&r, ", \"batch_seqs\": %d, \"ms\": %.1f, \"seqs_per_s\": %.2f, \"tokens_per_s\": %.0f, "
+                "\"tflops\": %.1f, \"device_mem_used_gib\": %.1f",
+                B, 1e3 * mean, B / mean, tokens / mean, flops / mean / 1e12, device_used_gib());
+        rec_end(&r, a);
+    }
+    batch_free(&batch);
+    free(ref);
+    free(mar);
+    return rc;
+}
+
+static int bench_precompute(const Args *a, Backend *be, Error *err)
+{
+    LoraAdapter host;
+    BackendAdapter *margin = NULL;
+    if (make_adapter(&host, &be->config, 23, err) || be->ops->adapter_bind(be, &host, &margin, err))
+        return -1;
+    int rc = 0;
+    for (int i = 0; !rc && i < a->batches.n; i++)
+        rc = bench_precompute_batch(a, be, margin, a->batches.v[i], err);
+    be->ops->adapter_unbind(be, margin);
+    lora_adapter_free(&host);
+    return rc;
+}
+
+/* ---------------- decode ---------------- */
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static int bench_decode_batch(const Args *a, Backend *be, int B, Error *err)
+{
+    const LlamaConfig *c = &be->config;
+    int V = c->vocab_size, P = a->gen_prompt_len, N = a->gen_new;
+    KvCache *kv = NULL;
+    int32_t *tok = malloc((size_t)B * P * sizeof *tok), *len = malloc((size_t)B * sizeof *len);
+    int32_t *next = malloc((size_t)B * sizeof *next);
+    float *logits = malloc((size_t)B * V * sizeof *logits);
+    if (!tok || !len || !next || !logits) return error_set(err, "out of memory");
+    uint64_t s = 99;
+    for (int i = 0; i < B; i++) {
+        len[i] = P;
+        for (int t = 0; t < P; t++) tok[(size_t)i * P + t] = t ? 3 + (int)(rng_next(&s) % (V - 3)) : 1;
+    }
+    int rc = be->ops->kv_create(be, B, P + N, &kv, err);
+    double prefill_s = 0, decode_s = 0;
+    for (int rep = 0; !rc && rep < 2; rep++) { /* the first is a warm-up */
+        double t0 = now();
+        rc = be->ops->prefill(be, kv, NULL, tok, len, P, logits, err) || be->ops->sync(be, err);
+        double t1 = now();
+        for (int step = 0; !rc && step < N - 1; step++) {
+            for (int i = 0; i < B; i++) next[i] = argmax(logits + (size_t)i * V, V);
+            rc = be->ops->decode_step(be, kv, NULL, next, NULL, logits, err) || be->ops->sync(be, err);
+        }
+        prefill_s = t1 - t0;
+        decode_s = now() - t1;
+    }
+    if (kv) be->ops->kv_free(be, kv);
+    if (!rc) {
+        double per_step = decode_s / (N - 1);
+        /* What a decode step must read: every weight once, and the KV cache so far. */
+        double weight_bytes = 2 * linear_params(c);
+        double kv_bytes = 2.0 * 2 * c->num_hidden_layers * llama_kv_dim(c) * (P + N / 2.0) * B;
+        Record r;
+        rec_begin(&r, "generate", a);
+        rec_add(&r, ", \"batch\": %d, \"prompt_len_gen\": %d, \"new_tokens\": %d, "
+                "\"prefill_ms\": %.1f, \"ms_per_step\": %.3f, \"new_tokens_per_s\": %.1f, "
+                "\"bytes_per_step\": %.0f",
+                B, P, N, 1e3 * prefill_s, 1e3 * per_step, B * N / (prefill_s + decode_s),
+                weight_bytes + kv_bytes);
+        rec_end(&r, a);
+    }
+    free(tok);
+    free(len);
+    free(next);
+    free(logits);
+    return rc;
+}
+
+static int bench_decode(const Args *a, Backend *be, Error *err)
+{
+    for (int i = 0; i < a->gen_batches.n; i++)
+        if (bench_decode_batch(a, be, a->gen_batches.v[i], err)) return -1;
+    return 0;
+}
+
+/* ---------------- main ---------------- */
+
+static int parse_args(int argc, char **argv, Args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->what = "gemm,modpo,precompute,decode";
+    a->preset = "llama2-7b";
+    a->seq_len = 512;
+    a->prompt_len = 256;
+    a->gen_prompt_len = 128;
+    a->gen_new = 128;
+    a->steps = 5;
+    a->warmup = 2;
+    parse_list("1,2,4,8", &a->pairs);
+    parse_list("8,16,32", &a->batches);
+    parse_list("1,64", &a->gen_batches);
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) return fprintf(stderr, "%s needs a value\n", k), -1;
+        i++;
+        if (!strcmp(k, "--what")) a->what = v;
+        else if (!strcmp(k, "--preset")) a->preset = v;
+        else if (!strcmp(k, "--out")) a->out = v;
+        else if (!strcmp(k, "--pairs")) { if (parse_list(v, &a->pairs)) return -1; }
+        else if (!strcmp(k, "--batches")) { if (parse_list(v, &a->batches)) return -1; }
+        else if (!strcmp(k, "--gen-batches")) { if (parse_list(v, &a->gen_batches)) return -1; }
+        else if (!strcmp(k, "--seq-len")) a->seq_len = atoi(v);
+        else if (!strcmp(k, "--prompt-len")) a->prompt_len = atoi(v);
+        else if (!strcmp(k, "--gen-prompt-len")) a->gen_prompt_len = atoi(v);
+        else if (!strcmp(k, "--gen-new")) a->gen_new = atoi(v);
+        else if (!strcmp(k, "--steps")) a->steps = atoi(v);
+        else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
+        else return fprintf(stderr, "unknown option %s\n", k), -1;
+    }
+    if (a->seq_len < 2 || a->prompt_len < 1 || a->prompt_len >= a->seq_len || a->steps < 1 ||
+        a->warmup < 0 || a->gen_new < 2 || a->gen_prompt_len < 1)
+        return fprintf(stderr, "bad lengths or step counts\n"), -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    Args a;
+    if (parse_args(argc, argv, &a)) return 2;
+    const LlamaPreset *p = llama_preset_find(a.preset);
+    if (!p) return fprintf(stderr, "unknown preset %s\n", a.preset), 2;
+    LlamaConfig c = p->config;
+    if (c.vocab_size == 0) c.vocab_size = 32000;
+    c.tie_word_embeddings = false;
+    Error err = {0};
+    if (wants(&a, "gemm") && bench_gemm(&a)) return 1;
+    Backend *be = NULL;
+    double t0 = now();
+    if (cuda_backend_create_random(&c, 0, 1, &be, &err)) {
+        fprintf(stderr, "cuda_bench: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "random %s model on the GPU in %.1f s\n", a.preset, now() - t0);
+    int rc = 0;
+    if (!rc && wants(&a, "modpo")) rc = bench_modpo(&a, be, &err);
+    if (!rc && wants(&a, "precompute")) rc = bench_precompute(&a, be, &err);
+    if (!rc && wants(&a, "decode")) rc = bench_decode(&a, be, &err);
+    if (rc) fprintf(stderr, "cuda_bench: %s\n", err.msg);
+    be->ops->destroy(be);
+    return rc ? 1 : 0;
+}

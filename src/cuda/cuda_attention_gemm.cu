@@ -1,0 +1,405 @@
+/* Causal attention of a training pass on tensor cores: the score matrices
+ * are formed by strided-batched cuBLAS GEMMs, one [L x L] matrix per
+ * (sequence, query head), L the longest sequence.  At the lengths of
+ * preference training (L <= ~2k) the scores fit in a workspace, and bf16
+ * tensor-core GEMMs beat the scalar flash kernels of cuda_attention.cu by
+ * far, even though half of each causal score matrix is computed and thrown
+ * away.  Longer sequences, and decode with a KV cache, use the flash kernels.
+ *
+ * Layout: a sequence chunk's q, k, v are copied from packed rows into
+ * head-major padded buffers [seq][head][L][hd] (zeros past the sequence,
+ * keys and values repeated for every query head of their GQA group), so
+ * that one stride separates consecutive (sequence, head) problems.
+ *
+ * Forward:   S = scale Q K^T (fp32);  P = softmax(S) over the causal keys
+ *            (bf16, lse kept);  O = P V.
+ * Backward:  S again, P = exp(S - lse);  dV = P^T dO;  dP = dO V^T;
+ *            dS = P (dP - delta), delta = rowsum(dO * O);
+ *            dQ = scale dS K;  dK = scale dS^T Q, summed over the group. */
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_reduce.cuh"
+
+#include <math.h>
+
+/* Workspace bound: scores (fp32) + probabilities (bf16) of one chunk. */
+#define SCORE_BYTES_MAX ((size_t)2 << 30)
+
+struct Geometry {
+    int n_heads, rep, hd, L; /* rep: query heads per key/value head */
+    int s0, ns;              /* the chunk: sequences s0 .. s0 + ns - 1 */
+};
+
+static Geometry geometry_of(const CuState *st, const CuRows *rows)
+{
+    Geometry g;
+    g.n_heads = st->c.num_attention_heads;
+    g.rep = st->c.num_attention_heads / st->c.num_key_value_heads;
+    g.hd = llama_head_dim(&st->c);
+    g.L = rows->max_q;
+    g.s0 = 0;
+    g.ns = rows->n_seq;
+    return g;
+}
+
+static size_t score_bytes(const Geometry &g, int ns)
+{
+    return (size_t)ns * g.n_heads * g.L * g.L * (sizeof(float) + sizeof(bf16));
+}
+
+int cu_attention_gemm_usable(const CuState *st, const CuRows *rows)
+{
+    Geometry g = geometry_of(st, rows);
+    return rows->cache_row == NULL && g.hd % 8 == 0 && score_bytes(g, 1) <= SCORE_BYTES_MAX;
+}
+
+/* ---------------- the workspace ---------------- */
+
+struct Work {
+    float *s, *dqp, *dkp, *dvp, *delta;
+    bf16 *p, *qp, *kp, *vp, *op;
+};
+
+static int workspace(CuState *st, const Geometry &g, int backward, Work *w, Error *err)
+{
+    size_t nb = (size_t)g.ns * g.n_heads, mat = nb * g.L * g.hd, sc = nb * g.L * g.L;
+    size_t need = sc * sizeof(float) + sc * sizeof(bf16) + 4 * mat * sizeof(bf16) +
+                  (backward ? 3 * mat * sizeof(float) + nb * g.L * sizeof(float) : 0) + 16 * 256;
+    if (need > st->attn_ws_bytes) {
+        if (st->attn_ws) CU_TRY(cudaFreeAsync(st->attn_ws, st->stream));
+        st->attn_ws = NULL;
+        st->attn_ws_bytes = 0;
+        CU_TRY(cudaMallocAsync(&st->attn_ws, need, st->stream));
+        st->attn_ws_bytes = need;
+    }
+    char *p = (char *)st->attn_ws;
+#define TAKE(ptr, type, count)                                                             \
+    do {                                                                                   \
+        ptr = (type *)p;                                                                   \
+        p += ((count) * sizeof(type) + 255) / 256 * 256;                                   \
+    } while (0)
+    TAKE(w->s, float, sc);
+    TAKE(w->p, bf16, sc);
+    TAKE(w->qp, bf16, mat);
+    TAKE(w->kp, bf16, mat);
+    TAKE(w->vp, bf16, mat);
+    TAKE(w->op, bf16, mat);
+    w->dqp = w->dkp = w->dvp = w->delta = NULL;
+    if (backward) {
+        TAKE(w->dqp, float, mat);
+        TAKE(w->dkp, float, mat);
+        TAKE(w->dvp, float, mat);
+        TAKE(w->delta, float, nb * g.L);
+    }
+#undef TAKE
+    return 0;
+}
+
+/* ---------------- packing kernels ---------------- */
+
+/* The sequence of packed row r (qstart ascending, n_seq small). */
+__device__ __forceinline__ int seq_of_row(const int32_t *qstart, int n_seq, int r)
+{
+    int lo = 0, hi = n_seq - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (qstart[mid] <= r) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void store_f(float *p, float x) { *p = x; }
+__device__ __forceinline__ void store_f(bf16 *p, float x) { *p = __float2bfloat16(x); }
+
+/* dst[(s - s0) * H + h][i][:] = src[r][(h / rep) * hd + :] for every packed
+ * row r = qstart[s] + i of the chunk; one block per row, 8 values a thread
+ * step.  The padding of dst was zeroed before. */
+template <class T>
+__global__ void pack_heads_kernel(const T *__restrict__ src, int src_stride,
+                                  const int32_t *__restrict__ qstart, int n_seq, Geometry g,
+                                  bf16 *__restrict__ dst)
+{
+    const int r = blockIdx.x, s = seq_of_row(qstart, n_seq, r);
+    if (s < g.s0 || s >= g.s0 + g.ns) return;
+    const int i = r - qstart[s];
+    const T *row = src + (size_t)r * src_stride;
+    for (int idx = threadIdx.x; idx < g.n_heads * g.hd; idx += blockDim.x) {
+        int h = idx / g.hd, e = idx - h * g.hd;
+        size_t b = (size_t)(s - g.s0) * g.n_heads + h;
+        dst[(b * g.L + i) * g.hd + e] = __float2bfloat16(to_f(row[(h / g.rep) * g.hd + e]));
+    }
+}
+
+/* dO packed (fp32) -> padded bf16, and delta = rowsum(dO * O) per head, in
+ * fp32 from the unrounded dO.  One warp per (row, head). */
+__global__ void pack_dout_kernel(const float *__restrict__ dout, const bf16 *__restrict__ out,
+                                 int stride, const int32_t *__restrict__ qstart, int n_seq,
+                                 int n_rows, Geometry g, bf16 *__restrict__ dop,
+                                 float *__restrict__ delta)
+{
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    const int r = warp / g.n_heads, h = warp - r * g.n_heads;
+    if (r >= n_rows) return;
+    const int s = seq_of_row(qstart, n_seq, r);
+    if (s < g.s0 || s >= g.s0 + g.ns) return;
+    const int i = r - qstart[s];
+    const size_t b = (size_t)(s - g.s0) * g.n_heads + h;
+    const float *d = dout + (size_t)r * stride + h * g.hd;
+    const bf16 *o = out + (size_t)r * stride + h * g.hd;
+    bf16 *dst = dop + (b * g.L + i) * g.hd;
+    float acc = 0.0f;
+    for (int e = lane; e < g.hd; e += 32) {
+        acc += d[e] * __bfloat162float(o[e]);
+        dst[e] = __float2bfloat16(d[e]);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) delta[b * g.L + i] = acc;
+}
+
+/* dst[r][gh * hd + :] (+)= sum over the rep heads h of group gh of
+ * src[(s - s0) * H + h][i][:]; dst has H / rep heads.  One block per row. */
+template <class S, class D>
+__global__ void unpack_heads_kernel(const S *__restrict__ src, const int32_t *__restrict__ qstart,
+                                    int n_seq, Geometry g, D *__restrict__ dst, int dst_stride)
+{
+    const int r = blockIdx.x, s = seq_of_row(qstart, n_seq, r);
+    if (s < g.s0 || s >= g.s0 + g.ns) return;
+    const int i = r - qstart[s], n_groups = g.n_heads / g.rep;
+    D *row = dst + (size_t)r * dst_stride;
+    for (int idx = threadIdx.x; idx < n_groups * g.hd; idx += blockDim.x) {
+        int gh = idx / g.hd, e = idx - gh * g.hd;
+        float acc = 0.0f;
+        for (int j = 0; j < g.rep; j++) {
+            size_t b = (size_t)(s - g.s0) * g.n_heads + gh * g.rep + j;
+            acc += to_f(src[(b * g.L + i) * g.hd + e]);
+        }
+        store_f(&row[gh * g.hd + e], acc);
+    }
+}
+
+/* ---------------- softmax kernels (one warp per score row) ---------------- */
+
+struct RowInfo {
+    int valid; /* the row is a real query */
+    int limit; /* last key it sees */
+    size_t packed; /* its packed row */
+};
+
+__device__ __forceinline__ RowInfo row_info(const int32_t *qstart, const int32_t *nk, Geometry g,
+                                            int b, int i)
+{
+    const int s = g.s0 + b / g.n_heads;
+    const int nq = qstart[s + 1] - qstart[s];
+    RowInfo ri;
+    ri.valid = i < nq;
+    ri.limit = ri.valid ? min(i + nk[s] - nq, g.L - 1) : -1;
+    ri.packed = (size_t)qstart[s] + i;
+    return ri;
+}
+
+/* P = softmax of the causal part of S's row (zeros elsewhere); lse stored
+ * per packed row and head. */
+__global__ void softmax_fwd_kernel(const float *__restrict__ S, const int32_t *__restrict__ qstart,
+                                   const int32_t *__restrict__ nk, Geometry g, bf16 *__restrict__ P,
+                                   float *__restrict__ lse)
+{
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    const size_t n_rows = (size_t)g.ns * g.n_heads * g.L;
+    if (row >= n_rows) return;
+    const int b = (int)(row / g.L), i = (int)(row % g.L);
+    const RowInfo ri = row_info(qstart, nk, g, b, i);
+    const float *sr = S + row * g.L;
+    bf16 *pr = P + row * g.L;
+    float m = -INFINITY;
+    for (int j = lane; j <= ri.limit; j += 32) m = fmaxf(m, sr[j]);
+    m = warp_max(m);
+    float l = 0.0f;
+    for (int j = lane; j <= ri.limit; j += 32) l += expf(sr[j] - m);
+    l = warp_sum(l);
+    const float inv = ri.valid ? 1.0f / l : 0.0f;
+    for (int j = lane; j < g.L; j += 32)
+        pr[j] = __float2bfloat16(j <= ri.limit ? expf(sr[j] - m) * inv : 0.0f);
+    if (ri.valid && lane == 0) lse[ri.packed * g.n_heads + b % g.n_heads] = m + logf(l);
+}
+
+/* P = exp(S - lse) on the causal part, zeros elsewhere (bf16). */
+__global__ void probs_from_lse_kernel(const float *__restrict__ S,
+                                      const int32_t *__restrict__ qstart,
+                                      const int32_t *__restrict__ nk, Geometry g,
+                                      const float *__restrict__ lse, bf16 *__restrict__ P)
+{
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (row >= (size_t)g.ns * g.n_heads * g.L) return;
+    const int b = (int)(row / g.L), i = (int)(row % g.L);
+    const RowInfo ri = row_info(qstart, nk, g, b, i);
+    const float l = ri.valid ? lse[ri.packed * g.n_heads + b % g.n_heads] : 0.0f;
+    const float *sr = S + row * g.L;
+    bf16 *pr = P + row * g.L;
+    for (int j = lane; j < g.L; j += 32)
+        pr[j] = __float2bfloat16(j <= ri.limit ? expf(sr[j] - l) : 0.0f);
+}
+
+/* dS = P (dP - delta), written over P (bf16). */
+__global__ void dscores_kernel(const float *__restrict__ dP, const float *__restrict__ delta,
+                               const int32_t *__restrict__ qstart, const int32_t *__restrict__ nk,
+                               Geometry g, bf16 *__restrict__ P)
+{
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (row >= (size_t)g.ns * g.n_heads * g.L) return;
+    const int b = (int)(row / g.L), i = (int)(row % g.L);
+    const RowInfo ri = row_info(qstart, nk, g, b, i);
+    const float dl = delta[row];
+    const float *dr = dP + row * g.L;
+    bf16 *pr = P + row * g.L;
+    for (int j = lane; j < g.L; j += 32) {
+        float v = j <= ri.limit ? __bfloat162float(pr[j]) * (dr[j] - dl) : 0.0f;
+        pr[j] = __float2bfloat16(v);
+    }
+}
+
+/* ---------------- launches ---------------- */
+
+static int warp_rows_grid(const Geometry &g)
+{
+    size_t rows = (size_t)g.ns * g.n_heads * g.L;
+    return (int)((rows * 32 + 255) / 256);
+}
+
+/* Batched row-major C_b = alpha op(A_b) op(B_b) + beta C_b over the chunk's
+ * (sequence, head) problems; every operand [L or hd] x [L or hd]. */
+static int bgemm(CuState *st, const Geometry &g, int ta, int tb, int m, int n, int k, float alpha,
+                 const bf16 *A, int lda, const bf16 *B, int ldb, void *C, int c_f32, int ldc,
+                 Error *err)
+{
+    return cu_gemm_strided(st, ta, tb, m, n, k, alpha, A, lda, (long long)m * k, B, ldb,
+                           (long long)k * n, 0.0f, C, c_f32, ldc, (long long)m * n,
+                           g.ns * g.n_heads, err);
+}
+
+static int pack_qkv(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
+                    const Work &w, Error *err)
+{
+    size_t mat = (size_t)g.ns * g.n_heads * g.L * g.hd * sizeof(bf16);
+    CU_TRY(cudaMemsetAsync(w.qp, 0, mat, st->stream));
+    CU_TRY(cudaMemsetAsync(w.kp, 0, mat, st->stream));
+    CU_TRY(cudaMemsetAsync(w.vp, 0, mat, st->stream));
+    Geometry gq = g;
+    gq.rep = 1;
+    int d = st->c.hidden_size, n = rows->n_rows;
+    pack_heads_kernel<bf16><<<n, 256, 0, st->stream>>>(a->q, d, rows->qstart, rows->n_seq, gq, w.qp);
+    pack_heads_kernel<bf16><<<n, 256, 0, st->stream>>>(a->k, a->kv_stride, rows->qstart,
+                                                       rows->n_seq, g, w.kp);
+    pack_heads_kernel<bf16><<<n, 256, 0, st->stream>>>(a->v, a->kv_stride, rows->qstart,
+                                                       rows->n_seq, g, w.vp);
+    CU_LAUNCHED();
+    return 0;
+}
+
+static float scale_of(const Geometry &g) { return 1.0f / sqrtf((float)g.hd); }
+
+static int forward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
+                         Error *err)
+{
+    Work w;
+    TRY(workspace(st, g, 0, &w, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    TRY(pack_qkv(st, rows, a, g, w, err));
+    int L = g.L, hd = g.hd;
+    CU_PHASE(st, CU_PH_ATTN_FWD);
+    TRY(bgemm(st, g, 0, 1, L, L, hd, scale_of(g), w.qp, hd, w.kp, hd, w.s, 1, L, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    softmax_fwd_kernel<<<warp_rows_grid(g), 256, 0, st->stream>>>(w.s, rows->qstart, rows->nk, g,
+                                                                 w.p, a->lse);
+    CU_LAUNCHED();
+    CU_PHASE(st, CU_PH_ATTN_FWD);
+    TRY(bgemm(st, g, 0, 0, L, hd, L, 1.0f, w.p, L, w.vp, hd, w.op, 0, hd, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    Geometry go = g;
+    go.rep = 1;
+    unpack_heads_kernel<bf16, bf16><<<rows->n_rows, 256, 0, st->stream>>>(
+        w.op, rows->qstart, rows->n_seq, go, a->out, st->c.hidden_size);
+    CU_LAUNCHED();
+    return 0;
+}
+
+static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
+                          float *dq, float *dk, float *dv, const Geometry &g, Error *err)
+{
+    Work w;
+    TRY(workspace(st, g, 1, &w, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    TRY(pack_qkv(st, rows, a, g, w, err));
+    int L = g.L, hd = g.hd, d = st->c.hidden_size, n = rows->n_rows;
+    size_t mat = (size_t)g.ns * g.n_heads * L * hd;
+    CU_TRY(cudaMemsetAsync(w.op, 0, mat * sizeof(bf16), st->stream)); /* op holds dO here */
+    CU_TRY(cudaMemsetAsync(w.delta, 0, (size_t)g.ns * g.n_heads * L * sizeof(float), st->stream));
+    int warps = n * g.n_heads;
+    pack_dout_kernel<<<(warps * 32 + 255) / 256, 256, 0, st->stream>>>(
+        dout, a->out, d, rows->qstart, rows->n_seq, n, g, w.op, w.delta);
+    CU_LAUNCHED();
+    const float scale = scale_of(g);
+    CU_PHASE(st, CU_PH_ATTN_BWD);
+    TRY(bgemm(st, g, 0, 1, L, L, hd, scale, w.qp, hd, w.kp, hd, w.s, 1, L, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    probs_from_lse_kernel<<<warp_rows_grid(g), 256, 0, st->stream>>>(w.s, rows->qstart, rows->nk,
+                                                                    g, a->lse, w.p);
+    CU_LAUNCHED();
+    CU_PHASE(st, CU_PH_ATTN_BWD);
+    TRY(bgemm(st, g, 1, 0, L, hd, L, 1.0f, w.p, L, w.op, hd, w.dvp, 1, hd, err));
+    TRY(bgemm(st, g, 0, 1, L, L, hd, 1.0f, w.op, hd, w.vp, hd, w.s, 1, L, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    dscores_kernel<<<warp_rows_grid(g), 256, 0, st->stream>>>(w.s, w.delta, rows->qstart, rows->nk,
+                                                             g, w.p);
+    CU_LAUNCHED();
+    CU_PHASE(st, CU_PH_ATTN_BWD);
+    TRY(bgemm(st, g, 0, 0, L, hd, L, scale, w.p, L, w.kp, hd, w.dqp, 1, hd, err));
+    TRY(bgemm(st, g, 1, 0, L, hd, L, scale, w.p, L, w.qp, hd, w.dkp, 1, hd, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    Geometry gq = g;
+    gq.rep = 1;
+    unpack_heads_kernel<float, float><<<n, 256, 0, st->stream>>>(w.dqp, rows->qstart, rows->n_seq,
+                                                                gq, dq, d);
+    unpack_heads_kernel<float, float><<<n, 256, 0, st->stream>>>(w.dkp, rows->qstart, rows->n_seq,
+                                                                g, dk, a->kv_stride);
+    unpack_heads_kernel<float, float><<<n, 256, 0, st->stream>>>(w.dvp, rows->qstart, rows->n_seq,
+                                                                g, dv, a->kv_stride);
+    CU_LAUNCHED();
+    return 0;
+}
+
+/* Sequences per chunk so that the scores stay within the workspace bound. */
+static int chunk_size(const Geometry &g)
+{
+    size_t one = score_bytes(g, 1);
+    int k = (int)(SCORE_BYTES_MAX / one);
+    return k < 1 ? 1 : k > g.ns ? g.ns : k;
+}
+
+int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error *err)
+{
+    Geometry g = geometry_of(st, rows);
+    int per = chunk_size(g), n_seq = rows->n_seq;
+    for (int s0 = 0; s0 < n_seq; s0 += per) {
+        g.s0 = s0;
+        g.ns = n_seq - s0 < per ? n_seq - s0 : per;
+        TRY(forward_chunk(st, rows, a, g, err));
+    }
+    return 0;
+}
+
+int cu_attention_gemm_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
+                               float *dq, float *dk, float *dv, Error *err)
+{
+    Geometry g = geometry_of(st, rows);
+    int per = chunk_size(g), n_seq = rows->n_seq;
+    for (int s0 = 0; s0 < n_seq; s0 += per) {
+        g.s0 = s0;
+        g.ns = n_seq - s0 < per ? n_seq - s0 : per;
+        TRY(backward_chunk(st, rows, a, dout, dq, dk, dv, g, err));
+    }
+    return 0;
+}
