@@ -12,6 +12,14 @@
  *   precompute  the frozen passes: reference logps (no adapter) and margin
  *               logps (a second adapter) of B sequences
  *   decode      prefill + greedy decode with the KV cache, batch 1 and 64
+ *   startup     (--model-dir DIR, a Hugging Face folder) from process start:
+ *               load the model, put it on the GPU, bind a LoRA and finish
+ *               one MODPO step of 1 pair, as `modpo modpo` does
+ *
+ * Under mpirun every rank takes its node-local GPU and the ranks form groups
+ * of --group-size (default: all): a group runs data-parallel MODPO steps,
+ * its gradients summed by the trainer's own path (NCCL, ZeRO-1 AdamW); the
+ * groups run at once, independently, as the w grid's rank groups do.
  *
  *   cuda_bench [--what gemm,modpo,precompute,decode] [--preset llama2-7b]
  *              [--pairs 1,2,4,8] [--seq-len 512] [--prompt-len 256]
@@ -34,9 +42,12 @@
 #include "adamw.h"
 #include "backend.h"
 #include "cuda_backend.h"
-#include "grad_clip.h"
+#include "dist/dist_allreduce.h"
+#include "dist/dist_world.h"
+#include "dist/dist_zero.h"
 #include "lora.h"
 #include "losses.h"
+#include "model_io.h"
 #include "model_presets.h"
 
 #define MAX_LIST 8
@@ -46,10 +57,14 @@ typedef struct {
 } IntList;
 
 typedef struct {
-    const char *what, *preset, *out;
+    const char *what, *preset, *out, *model_dir;
+    double t_start; /* process start, for startup */
+    int quiet;      /* no records */
     IntList pairs, batches, gen_batches;
-    int seq_len, prompt_len, gen_prompt_len, gen_new, steps, warmup;
-    double gemm_tflops; /* measured in this run, for MFU */
+    int seq_len, prompt_len, gen_prompt_len, gen_new, steps, warmup, group_size;
+    double gemm_tflops; /* measured in this run (or --gemm-tflops), for MFU */
+    DistComm *group;    /* this rank's data-parallel group */
+    int n_groups;
 } Args;
 
 static double now(void)
@@ -101,12 +116,16 @@ static void rec_begin(Record *r, const char *bench, const Args *a)
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
     r->len = 0;
     rec_add(r, "{\"bench\": \"%s\", \"impl\": \"modpo-cuda\", \"card\": \"%s\", \"date\": \"%s\", "
-            "\"shape\": \"%s\", \"seq_len\": %d, \"prompt_len\": %d",
-            bench, card, date, a->preset, a->seq_len, a->prompt_len);
+            "\"shape\": \"%s\", \"seq_len\": %d, \"prompt_len\": %d, \"ranks_per_group\": %d, "
+            "\"groups\": %d, \"group\": %d",
+            bench, card, date, a->preset, a->seq_len, a->prompt_len, dist_size(a->group),
+            a->n_groups, a->group ? a->group->color : 0);
 }
 
+/* Only a group's first rank reports. */
 static void rec_end(Record *r, const Args *a)
 {
+    if (!dist_is_root(a->group) || a->quiet) return;
     rec_add(r, "}");
     printf("%s\n", r->buf);
     fflush(stdout);
@@ -165,8 +184,18 @@ static int bench_gemm(Args *a)
     CUDA_OK(cudaMalloc(&A, bytes));
     CUDA_OK(cudaMalloc(&B, bytes));
     CUDA_OK(cudaMalloc(&C, bytes));
-    CUDA_OK(cudaMemset(A, 0x3c, bytes)); /* bf16 ~ 0.01: finite values */
-    CUDA_OK(cudaMemset(B, 0x3c, bytes));
+    /* Random operands: constant ones let the card run cooler and faster
+     * than any real GEMM does. */
+    uint16_t *host = malloc(bytes);
+    if (!host) return -1;
+    uint64_t rs = 12345;
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+        host[i] = (uint16_t)(0x3c00 | (rs & 0x7f) | ((rs >> 8 & 1) << 15)); /* +-[0.0078, 0.0156) */
+    }
+    CUDA_OK(cudaMemcpy(A, host, bytes, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(B, host, bytes, cudaMemcpyHostToDevice));
+    free(host);
     cublasHandle_t h;
     if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return -1;
     float one = 1.0f, zero = 0.0f;
@@ -282,10 +311,12 @@ typedef struct {
     Backend *be;
     BackendAdapter *pol;
     LoraAdapter *host;
-    AdamW opt;
+    GradComm gc;
+    ZeroOptimizer zero;
     Batch batch;
     int pairs;
     float *logps, *dlogps, *ref, *margin;
+    double opt_seconds; /* pull, all-reduce + clip + AdamW, push */
 } Step;
 
 static int modpo_step(Step *s, Error *err)
@@ -299,12 +330,14 @@ static int modpo_step(Step *s, Error *err)
     PrefMetrics m;
     PrefGrads g = {s->dlogps, s->dlogps + P};
     if (modpo_loss(&pb, s->margin, s->margin + P, 0.1, 0.5, PREF_LOSS_SIGMOID, 1.0, &m, &g, err) ||
-        o->backward(s->be, s->pol, &s->batch, s->dlogps, err) ||
-        o->adapter_pull_grads(s->be, s->pol, err))
+        o->backward(s->be, s->pol, &s->batch, s->dlogps, err) || o->sync(s->be, err))
         return -1;
-    grad_clip_norm(s->host->grads, s->host->n_params, 1.0);
-    if (adamw_step(&s->opt, s->host->params, s->host->grads, s->host->n_params, 1e-4, err)) return -1;
-    return o->adapter_push(s->be, s->pol, err);
+    double t0 = now(), norm;
+    int rc = o->adapter_pull_grads(s->be, s->pol, err) ||
+             zero_step(&s->zero, s->host->params, s->host->grads, 1.0, 1e-4, &norm, err) ||
+             o->adapter_push(s->be, s->pol, err) || o->sync(s->be, err);
+    s->opt_seconds += now() - t0;
+    return rc ? -1 : 0;
 }
 
 static int bench_modpo_pairs(const Args *a, Backend *be, BackendAdapter *pol, LoraAdapter *host,
@@ -316,9 +349,13 @@ static int bench_modpo_pairs(const Args *a, Backend *be, BackendAdapter *pol, Lo
     s.pol = pol;
     s.host = host;
     s.pairs = P;
-    AdamWConfig oc = {0.9, 0.999, 1e-8, 0.05};
-    if (adamw_init(&s.opt, host->n_params, oc, err)) return -1;
-    if (make_batch(&s.batch, 2 * P, a->seq_len, a->prompt_len, c->vocab_size, 1000 + P))
+    GradCommKind kind;
+    if (grad_comm_kind_from_name("auto", "cuda", &kind) ||
+        grad_comm_init(&s.gc, a->group, kind, host->n_params, err) ||
+        zero_init(&s.zero, &s.gc, host->n_params, adamw_default_config(0.05), err))
+        return -1;
+    int rank = dist_rank(a->group) + dist_size(a->group) * (a->group ? a->group->color : 0);
+    if (make_batch(&s.batch, 2 * P, a->seq_len, a->prompt_len, c->vocab_size, 1000 + P + 7919 * rank))
         return error_set(err, "out of memory");
     s.logps = calloc(2 * P, sizeof(float));
     s.dlogps = calloc(2 * P, sizeof(float));
@@ -334,6 +371,8 @@ static int bench_modpo_pairs(const Args *a, Backend *be, BackendAdapter *pol, Lo
     rc = be->ops->logps(be, NULL, &s.batch, s.ref, 0, err) || be->ops->sync(be, err);
     for (int i = 0; !rc && i < a->warmup; i++) rc = modpo_step(&s, err);
     print_profile(be, "warmup");
+    s.opt_seconds = 0;
+    s.gc.seconds = 0;
     for (int i = 0; !rc && i < a->steps; i++) {
         double t0 = now();
         rc = modpo_step(&s, err);
@@ -343,23 +382,44 @@ static int bench_modpo_pairs(const Args *a, Backend *be, BackendAdapter *pol, Lo
     }
     if (!rc) {
         print_profile(be, "modpo");
-        double mean = total / a->steps, tokens = 2.0 * P * a->seq_len;
+        /* The group's step time is its slowest rank's. */
+        double mean = total / a->steps, tokens = 2.0 * P * a->seq_len, gpus = dist_size(a->group);
+        if (dist_is_multi(a->group)) {
+            double v = mean;
+            MPI_Allreduce(&v, &mean, 1, MPI_DOUBLE, MPI_MAX, a->group->comm);
+        }
         double flops = tokens * (fwd_flops_per_token(c, a->seq_len) + bwd_flops_per_token(c, a->seq_len));
         Record r;
         rec_begin(&r, "modpo_step", a);
         rec_add(&r, ", \"micro_batch_pairs\": %d, \"step_ms\": %.1f, \"best_step_ms\": %.1f, "
-                "\"pairs_per_s\": %.2f, \"tokens_per_s\": %.0f, \"tflops\": %.1f",
-                P, 1e3 * mean, 1e3 * best, P / mean, tokens / mean, flops / mean / 1e12);
+                "\"pairs_per_s\": %.2f, \"pairs_per_s_per_gpu\": %.2f, \"tokens_per_s\": %.0f, "
+                "\"tflops\": %.1f, \"comm_ms_per_step\": %.1f, \"optimizer_ms_per_step\": %.1f",
+                P, 1e3 * mean, 1e3 * best, gpus * P / mean, P / mean, gpus * tokens / mean,
+                flops / mean / 1e12, 1e3 * s.gc.seconds / a->steps, 1e3 * s.opt_seconds / a->steps);
         if (a->gemm_tflops > 0) rec_add(&r, ", \"mfu\": %.3f", flops / mean / 1e12 / a->gemm_tflops);
         rec_add(&r, ", \"device_mem_used_gib\": %.1f", device_used_gib());
         rec_end(&r, a);
     }
-    adamw_free(&s.opt);
+    zero_free(&s.zero);
+    grad_comm_free(&s.gc);
     batch_free(&s.batch);
     free(s.logps);
     free(s.dlogps);
     free(s.ref);
     free(s.margin);
+    return rc;
+}
+
+/* One micro-batch size, with an adapter of its own. */
+static int bench_modpo_one(const Args *a, Backend *be, int P, Error *err)
+{
+    LoraAdapter host;
+    BackendAdapter *pol = NULL;
+    if (make_adapter(&host, &be->config, 11, err) || be->ops->adapter_bind(be, &host, &pol, err))
+        return -1;
+    int rc = bench_modpo_pairs(a, be, pol, &host, P, err);
+    be->ops->adapter_unbind(be, pol);
+    lora_adapter_free(&host);
     return rc;
 }
 
@@ -531,6 +591,9 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(k, "--gen-new")) a->gen_new = atoi(v);
         else if (!strcmp(k, "--steps")) a->steps = atoi(v);
         else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
+        else if (!strcmp(k, "--group-size")) a->group_size = atoi(v);
+        else if (!strcmp(k, "--model-dir")) a->model_dir = v;
+        else if (!strcmp(k, "--gemm-tflops")) a->gemm_tflops = atof(v);
         else return fprintf(stderr, "unknown option %s\n", k), -1;
     }
     if (a->seq_len < 2 || a->prompt_len < 1 || a->prompt_len >= a->seq_len || a->steps < 1 ||
@@ -539,28 +602,105 @@ static int parse_args(int argc, char **argv, Args *a)
     return 0;
 }
 
+static int run(Args *args, int world_size);
+
+static int bench_startup(Args *a, Error *err)
+{
+    LlamaModel model;
+    Backend *be = NULL;
+    double t0 = now();
+    if (llama_model_load(a->model_dir, &model, err)) return -1;
+    double t1 = now();
+    if (cuda_backend_create(&model, cuda_backend_default_device(), &be, err)) {
+        llama_model_free(&model);
+        return -1;
+    }
+    double t2 = now();
+    Args one = *a;
+    one.steps = 1;
+    one.warmup = 0;
+    one.quiet = 1; /* the step's own record is not the startup figure */
+    int rc = bench_modpo_one(&one, be, 1, err);
+    double t3 = now();
+    be->ops->destroy(be);
+    llama_model_free(&model);
+    if (rc) return -1;
+    Record r;
+    rec_begin(&r, "startup", a);
+    rec_add(&r, ", \"model_dir\": \"%s\", \"process_to_main_s\": %.2f, \"load_s\": %.2f, "
+            "\"upload_s\": %.2f, \"first_step_s\": %.2f, \"total_s\": %.2f",
+            a->model_dir, t0 - a->t_start, t1 - t0, t2 - t1, t3 - t2, t3 - a->t_start);
+    rec_end(&r, a);
+    return 0;
+}
+
+/* Splits the world into groups of a->group_size consecutive ranks. */
+static int make_groups(DistWorld *w, Args *a, DistComm *group, Error *err)
+{
+    int size = w->world.size, g = a->group_size > 0 ? a->group_size : size;
+    if (size % g) return error_set(err, "%d ranks do not split into groups of %d", size, g);
+    group->color = w->world.rank / g;
+    if (dist_check(MPI_Comm_split(w->world.comm, group->color, w->world.rank, &group->comm),
+                   "MPI_Comm_split", err))
+        return -1;
+    MPI_Comm_rank(group->comm, &group->rank);
+    MPI_Comm_size(group->comm, &group->size);
+    a->group = group;
+    a->n_groups = size / g;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    double t_start = now();
     Args a;
-    if (parse_args(argc, argv, &a)) return 2;
+    DistWorld world;
+    DistComm group;
+    Error err = {0};
+    if (dist_world_init(&world, &argc, &argv, &err)) {
+        fprintf(stderr, "cuda_bench: %s\n", err.msg);
+        return 1;
+    }
+    int rc = parse_args(argc, argv, &a) ? 2 : make_groups(&world, &a, &group, &err) ? 1 : 0;
+    if (rc) {
+        if (rc == 1) fprintf(stderr, "cuda_bench: %s\n", err.msg);
+        dist_world_finalize(&world);
+        return rc;
+    }
+    a.t_start = t_start;
+    if (a.model_dir) {
+        rc = bench_startup(&a, &err);
+        if (rc) fprintf(stderr, "cuda_bench: %s\n", err.msg);
+    } else {
+        rc = run(&a, world.world.size);
+    }
+    MPI_Comm_free(&group.comm);
+    dist_world_finalize(&world);
+    return rc;
+}
+
+static int run(Args *args, int world_size)
+{
+    Args a = *args;
     const LlamaPreset *p = llama_preset_find(a.preset);
     if (!p) return fprintf(stderr, "unknown preset %s\n", a.preset), 2;
     LlamaConfig c = p->config;
     if (c.vocab_size == 0) c.vocab_size = 32000;
     c.tie_word_embeddings = false;
     Error err = {0};
-    if (wants(&a, "gemm") && bench_gemm(&a)) return 1;
+    int single = world_size == 1; /* several ranks: the MODPO step only */
+    if (single && wants(&a, "gemm") && bench_gemm(&a)) return 1;
     Backend *be = NULL;
     double t0 = now();
-    if (cuda_backend_create_random(&c, 0, 1, &be, &err)) {
+    if (cuda_backend_create_random(&c, cuda_backend_default_device(), 1, &be, &err)) {
         fprintf(stderr, "cuda_bench: %s\n", err.msg);
         return 1;
     }
     fprintf(stderr, "random %s model on the GPU in %.1f s\n", a.preset, now() - t0);
     int rc = 0;
     if (!rc && wants(&a, "modpo")) rc = bench_modpo(&a, be, &err);
-    if (!rc && wants(&a, "precompute")) rc = bench_precompute(&a, be, &err);
-    if (!rc && wants(&a, "decode")) rc = bench_decode(&a, be, &err);
+    if (!rc && single && wants(&a, "precompute")) rc = bench_precompute(&a, be, &err);
+    if (!rc && single && wants(&a, "decode")) rc = bench_decode(&a, be, &err);
     if (rc) fprintf(stderr, "cuda_bench: %s\n", err.msg);
     be->ops->destroy(be);
     return rc ? 1 : 0;

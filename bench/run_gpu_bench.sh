@@ -4,6 +4,8 @@
 # and .device/lib.tgz (tools/device_bundle.sh) carried along; results go to $OUT.
 #   bash bench/run_gpu_bench.sh [ours] [torch] [startup]
 # MODPO_BENCH_PAIRS, MODPO_BENCH_STEPS override the micro-batches and steps.
+# dp: on a machine of 2 or 4 GPUs, data-parallel MODPO at 1, 2, 4 GPUs and
+# the w grid as one group of 1 GPU per GPU (mpirun, one rank per GPU).
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .device
@@ -21,8 +23,11 @@ ours)
     # One process per measurement: each starts with an empty memory pool, so
     # the memory figure is that measurement's own.
     $B --what gemm --out "$R" 2>>"$OUT/ours.log"
+    # MFU against the ceiling just measured on this card
+    G=$(python3 -c "import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if '\"gemm\"' in l and 'modpo-cuda' in l][-1]['gemm_tflops'])" "$R")
     for p in $pairs; do
-        MODPO_CUDA_PROFILE=1 $B --what modpo --pairs "$p" --steps "$steps" --out "$R" 2>>"$OUT/ours.log"
+        MODPO_CUDA_PROFILE=1 $B --what modpo --pairs "$p" --steps "$steps" --gemm-tflops "$G" \
+            --out "$R" 2>>"$OUT/ours.log"
     done
     $B --what precompute --steps "$steps" --out "$R" 2>>"$OUT/ours.log"
     $B --what decode --out "$R" 2>>"$OUT/ours.log"
@@ -35,6 +40,22 @@ torch)
     ;;
 startup)
     bash bench/run_startup.sh "$OUT"
+    ;;
+dp)
+    n=$(nvidia-smi -L | wc -l)
+    # one OpenMP pool per rank of its share of the cores (the host AdamW)
+    export OMP_NUM_THREADS=$(( $(nproc) / n ))
+    M="mpirun --allow-run-as-root -x LD_LIBRARY_PATH -x OMP_NUM_THREADS --bind-to none"
+    P=${MODPO_BENCH_DP_PAIRS:-8}
+    for np in 1 2 4; do
+        [ "$np" -le "$n" ] || continue
+        $M -np "$np" $B --what modpo --pairs "$P" --steps "$steps" --out "$R" 2>>"$OUT/dp.log" | cut -c1-500
+    done
+    if [ "$n" -ge 2 ]; then  # the w grid: one independent group per GPU
+        $M -np "$n" $B --what modpo --pairs "$P" --steps "$steps" --group-size 1 --out "$R" \
+            2>>"$OUT/dp.log" | cut -c1-500
+    fi
+    tail -3 "$OUT/dp.log"
     ;;
 esac
 done

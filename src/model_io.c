@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -118,6 +119,33 @@ void llama_model_free(LlamaModel *m)
     memset(m, 0, sizeof *m);
 }
 
+/* A 7B model is 27 GB of fp32: on 2 MB pages (where the kernel grants
+ * them) it takes 13k page faults instead of 6.6M, and zeroing it from every
+ * thread at once is what made loading slow, not the reading. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static void *storage_alloc(size_t bytes)
+{
+    size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *p = aligned_alloc(bytes >= HUGE_PAGE ? HUGE_PAGE : ALIGN_FLOATS * sizeof(float),
+                            bytes >= HUGE_PAGE ? rounded : bytes);
+#ifdef MADV_HUGEPAGE
+    if (p && bytes >= HUGE_PAGE) madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+static void zero_in_parallel(void *p, size_t bytes)
+{
+    const size_t chunk = (size_t)64 << 20;
+    long n_chunks = (long)((bytes + chunk - 1) / chunk);
+#pragma omp parallel for if (n_chunks > 1) schedule(static)
+    for (long i = 0; i < n_chunks; i++) {
+        size_t off = (size_t)i * chunk, len = bytes - off < chunk ? bytes - off : chunk;
+        memset((char *)p + off, 0, len);
+    }
+}
+
 int llama_model_alloc(LlamaModel *m, const LlamaConfig *c, Error *err)
 {
     memset(m, 0, sizeof *m);
@@ -130,13 +158,13 @@ int llama_model_alloc(LlamaModel *m, const LlamaConfig *c, Error *err)
         total += padded(t.n_elements);
     }
     m->storage_bytes = total * sizeof(float);
-    m->storage = aligned_alloc(ALIGN_FLOATS * sizeof(float), m->storage_bytes);
+    m->storage = storage_alloc(m->storage_bytes);
     m->weights.layers = calloc((size_t)c->num_hidden_layers, sizeof *m->weights.layers);
     if (!m->storage || !m->weights.layers) {
         llama_model_free(m);
         return error_set(err, "out of memory for a model of %zu parameters", total);
     }
-    memset(m->storage, 0, m->storage_bytes);
+    zero_in_parallel(m->storage, m->storage_bytes);
     float *p = m->storage;
     for (size_t i = 0; i < n; i++) {
         LlamaTensorInfo t;

@@ -9,7 +9,10 @@
  * Layout: a sequence chunk's q, k, v are copied from packed rows into
  * head-major padded buffers [seq][head][L][hd] (zeros past the sequence,
  * keys and values repeated for every query head of their GQA group), so
- * that one stride separates consecutive (sequence, head) problems.
+ * that one stride separates consecutive (sequence, head) problems.  The
+ * rotary embedding is applied during that copy (the caller keeps q and k
+ * unrotated), and undone while dq and dk are copied back, which saves the
+ * separate RoPE passes; dq, dk, dv come back in bf16, ready for the GEMMs.
  *
  * Forward:   S = scale Q K^T (fp32);  P = softmax(S) over the causal keys
  *            (bf16, lse kept);  O = P V.
@@ -49,7 +52,9 @@ static size_t score_bytes(const Geometry &g, int ns)
 int cu_attention_gemm_usable(const CuState *st, const CuRows *rows)
 {
     Geometry g = geometry_of(st, rows);
-    return rows->cache_row == NULL && g.hd % 8 == 0 && score_bytes(g, 1) <= SCORE_BYTES_MAX;
+    /* 16-byte accesses: head halves and row strides in multiples of 8 values */
+    return rows->cache_row == NULL && g.hd % 16 == 0 && llama_kv_dim(&st->c) % 8 == 0 &&
+           score_bytes(g, 1) <= SCORE_BYTES_MAX;
 }
 
 /* ---------------- the workspace ---------------- */
@@ -94,12 +99,16 @@ static int workspace(CuState *st, const Geometry &g, int backward, Work *w, Erro
     return 0;
 }
 
-/* ---------------- packing kernels ---------------- */
+/* ---------------- packing kernels ----------------
+ * One block per padded row (chunk sequence sl, position i); a thread moves 8
+ * values (16 bytes) of one head, or with rotary embeddings 8 values of each
+ * half of a head (the pairs that rotate together).  Padded rows get zeros,
+ * so no buffer needs clearing first. */
 
-/* The sequence of packed row r (qstart ascending, n_seq small). */
-__device__ __forceinline__ int seq_of_row(const int32_t *qstart, int n_seq, int r)
+/* The sequence (index into qstart[0..n]) that holds packed row r. */
+__device__ __forceinline__ int seq_of_row(const int32_t *qstart, int n, int r)
 {
-    int lo = 0, hi = n_seq - 1;
+    int lo = 0, hi = n - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) >> 1;
         if (qstart[mid] <= r) lo = mid; else hi = mid - 1;
@@ -107,74 +116,135 @@ __device__ __forceinline__ int seq_of_row(const int32_t *qstart, int n_seq, int 
     return lo;
 }
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ void store_f(float *p, float x) { *p = x; }
-__device__ __forceinline__ void store_f(bf16 *p, float x) { *p = __float2bfloat16(x); }
+struct Rope {
+    const float *cos, *sin; /* [position][hd / 2]; NULL: no rotation */
+    const int32_t *pos;     /* [packed row] */
+};
 
-/* dst[(s - s0) * H + h][i][:] = src[r][(h / rep) * hd + :] for every packed
- * row r = qstart[s] + i of the chunk; one block per row, 8 values a thread
- * step.  The padding of dst was zeroed before. */
-template <class T>
-__global__ void pack_heads_kernel(const T *__restrict__ src, int src_stride,
-                                  const int32_t *__restrict__ qstart, int n_seq, Geometry g,
+__device__ __forceinline__ void load8(const bf16 *p, float *v)
+{
+    uint4 raw = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&raw;
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h[k]);
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ void load8(const float *p, float *v)
+{
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+
+__device__ __forceinline__ void store8(bf16 *p, const float *v)
+{
+    uint4 raw;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&raw;
+    for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+    *(uint4 *)p = raw;
+}
+
+/* (x1, x2) <- (x1 c - x2 s, x2 c + x1 s); sign -1 rotates back. */
+__device__ __forceinline__ void rotate8(float *x1, float *x2, const float *c, const float *sn,
+                                        float sign)
+{
+    for (int k = 0; k < 8; k++) {
+        float a = x1[k], b = x2[k], cs = c[k], si = sign * sn[k];
+        x1[k] = a * cs - b * si;
+        x2[k] = b * cs + a * si;
+    }
+}
+
+/* dst[(sl * H + h)][i][:] = src[r][(h / rep) * hd + :] (rotated when
+ * rope.cos), r = qstart[s0 + sl] + i; zeros past the sequence. */
+__global__ void pack_heads_kernel(const bf16 *__restrict__ src, int src_stride,
+                                  const int32_t *__restrict__ qstart, Geometry g, Rope rope,
                                   bf16 *__restrict__ dst)
 {
-    const int r = blockIdx.x, s = seq_of_row(qstart, n_seq, r);
-    if (s < g.s0 || s >= g.s0 + g.ns) return;
-    const int i = r - qstart[s];
-    const T *row = src + (size_t)r * src_stride;
-    for (int idx = threadIdx.x; idx < g.n_heads * g.hd; idx += blockDim.x) {
-        int h = idx / g.hd, e = idx - h * g.hd;
-        size_t b = (size_t)(s - g.s0) * g.n_heads + h;
-        dst[(b * g.L + i) * g.hd + e] = __float2bfloat16(to_f(row[(h / g.rep) * g.hd + e]));
-    }
-}
-
-/* dO packed (fp32) -> padded bf16, and delta = rowsum(dO * O) per head, in
- * fp32 from the unrounded dO.  One warp per (row, head). */
-__global__ void pack_dout_kernel(const float *__restrict__ dout, const bf16 *__restrict__ out,
-                                 int stride, const int32_t *__restrict__ qstart, int n_seq,
-                                 int n_rows, Geometry g, bf16 *__restrict__ dop,
-                                 float *__restrict__ delta)
-{
-    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-    const int r = warp / g.n_heads, h = warp - r * g.n_heads;
-    if (r >= n_rows) return;
-    const int s = seq_of_row(qstart, n_seq, r);
-    if (s < g.s0 || s >= g.s0 + g.ns) return;
-    const int i = r - qstart[s];
-    const size_t b = (size_t)(s - g.s0) * g.n_heads + h;
-    const float *d = dout + (size_t)r * stride + h * g.hd;
-    const bf16 *o = out + (size_t)r * stride + h * g.hd;
-    bf16 *dst = dop + (b * g.L + i) * g.hd;
-    float acc = 0.0f;
-    for (int e = lane; e < g.hd; e += 32) {
-        acc += d[e] * __bfloat162float(o[e]);
-        dst[e] = __float2bfloat16(d[e]);
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) delta[b * g.L + i] = acc;
-}
-
-/* dst[r][gh * hd + :] (+)= sum over the rep heads h of group gh of
- * src[(s - s0) * H + h][i][:]; dst has H / rep heads.  One block per row. */
-template <class S, class D>
-__global__ void unpack_heads_kernel(const S *__restrict__ src, const int32_t *__restrict__ qstart,
-                                    int n_seq, Geometry g, D *__restrict__ dst, int dst_stride)
-{
-    const int r = blockIdx.x, s = seq_of_row(qstart, n_seq, r);
-    if (s < g.s0 || s >= g.s0 + g.ns) return;
-    const int i = r - qstart[s], n_groups = g.n_heads / g.rep;
-    D *row = dst + (size_t)r * dst_stride;
-    for (int idx = threadIdx.x; idx < n_groups * g.hd; idx += blockDim.x) {
-        int gh = idx / g.hd, e = idx - gh * g.hd;
-        float acc = 0.0f;
-        for (int j = 0; j < g.rep; j++) {
-            size_t b = (size_t)(s - g.s0) * g.n_heads + gh * g.rep + j;
-            acc += to_f(src[(b * g.L + i) * g.hd + e]);
+    const int sl = blockIdx.x / g.L, i = blockIdx.x - sl * g.L, s = g.s0 + sl;
+    const int len = qstart[s + 1] - qstart[s], half = g.hd / 2;
+    const size_t r = (size_t)qstart[s] + i;
+    const int per_head = rope.cos ? half / 8 : g.hd / 8;
+    for (int idx = threadIdx.x; idx < g.n_heads * per_head; idx += blockDim.x) {
+        int h = idx / per_head, e = (idx - h * per_head) * 8;
+        bf16 *out = dst + (((size_t)sl * g.n_heads + h) * g.L + i) * g.hd + e;
+        float x1[8] = {0}, x2[8] = {0};
+        if (i < len) {
+            const bf16 *in = src + r * src_stride + (h / g.rep) * g.hd + e;
+            load8(in, x1);
+            if (rope.cos) {
+                load8(in + half, x2);
+                const size_t t = (size_t)rope.pos[r] * half + e;
+                rotate8(x1, x2, rope.cos + t, rope.sin + t, 1.0f);
+            }
         }
-        store_f(&row[gh * g.hd + e], acc);
+        store8(out, x1);
+        if (rope.cos) store8(out + half, x2);
+    }
+}
+
+/* dO packed (fp32) -> padded bf16, and delta = rowsum(dO * O) per head in
+ * fp32 from the unrounded dO; zeros past the sequence.  A warp per head. */
+__global__ void pack_dout_kernel(const float *__restrict__ dout, const bf16 *__restrict__ out,
+                                 int stride, const int32_t *__restrict__ qstart, Geometry g,
+                                 bf16 *__restrict__ dop, float *__restrict__ delta)
+{
+    const int sl = blockIdx.x / g.L, i = blockIdx.x - sl * g.L, s = g.s0 + sl;
+    const int len = qstart[s + 1] - qstart[s];
+    const size_t r = (size_t)qstart[s] + i;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
+    for (int h = warp; h < g.n_heads; h += n_warps) {
+        const size_t b = (size_t)sl * g.n_heads + h;
+        bf16 *dst = dop + (b * g.L + i) * g.hd;
+        float acc = 0.0f;
+        for (int e = lane; e < g.hd; e += 32) {
+            float d = 0.0f;
+            if (i < len) {
+                d = dout[r * stride + h * g.hd + e];
+                acc += d * __bfloat162float(out[r * stride + h * g.hd + e]);
+            }
+            dst[e] = __float2bfloat16(d);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) delta[b * g.L + i] = acc;
+    }
+}
+
+/* dst[r][gh * hd + :] = sum over the rep heads h of group gh of
+ * src[(sl * H + h)][i][:], rotated back when rope.cos (the backward of the
+ * rotation); dst has H / rep heads.  One block per packed row of the chunk. */
+template <class S>
+__global__ void unpack_heads_kernel(const S *__restrict__ src, const int32_t *__restrict__ qstart,
+                                    Geometry g, Rope rope, bf16 *__restrict__ dst, int dst_stride)
+{
+    const int first = qstart[g.s0], r = first + blockIdx.x;
+    if (r >= qstart[g.s0 + g.ns]) return;
+    const int s = seq_of_row(qstart + g.s0, g.ns, r) + g.s0, i = r - qstart[s], sl = s - g.s0;
+    const int half = g.hd / 2, n_groups = g.n_heads / g.rep;
+    const int per_head = rope.cos ? half / 8 : g.hd / 8;
+    for (int idx = threadIdx.x; idx < n_groups * per_head; idx += blockDim.x) {
+        int gh = idx / per_head, e = (idx - gh * per_head) * 8;
+        float x1[8] = {0}, x2[8] = {0};
+        for (int j = 0; j < g.rep; j++) {
+            const S *in = src + (((size_t)sl * g.n_heads + gh * g.rep + j) * g.L + i) * g.hd + e;
+            float v[8];
+            load8(in, v);
+            for (int k = 0; k < 8; k++) x1[k] += v[k];
+            if (rope.cos) {
+                load8(in + half, v);
+                for (int k = 0; k < 8; k++) x2[k] += v[k];
+            }
+        }
+        bf16 *out = dst + (size_t)r * dst_stride + gh * g.hd + e;
+        if (rope.cos) {
+            const size_t t = (size_t)rope.pos[r] * half + e;
+            rotate8(x1, x2, rope.cos + t, rope.sin + t, -1.0f);
+            store8(out + half, x2);
+        }
+        store8(out, x1);
     }
 }
 
@@ -280,23 +350,36 @@ static int bgemm(CuState *st, const Geometry &g, int ta, int tb, int m, int n, i
                            g.ns * g.n_heads, err);
 }
 
+static Rope rope_of(const CuState *st, const CuRows *rows)
+{
+    Rope r = {st->rope_cos, st->rope_sin, rows->pos};
+    return r;
+}
+
+static const Rope no_rope = {NULL, NULL, NULL};
+
+/* q and k rotated on the way (the kept q, k are not), v as it is. */
 static int pack_qkv(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
                     const Work &w, Error *err)
 {
-    size_t mat = (size_t)g.ns * g.n_heads * g.L * g.hd * sizeof(bf16);
-    CU_TRY(cudaMemsetAsync(w.qp, 0, mat, st->stream));
-    CU_TRY(cudaMemsetAsync(w.kp, 0, mat, st->stream));
-    CU_TRY(cudaMemsetAsync(w.vp, 0, mat, st->stream));
     Geometry gq = g;
     gq.rep = 1;
-    int d = st->c.hidden_size, n = rows->n_rows;
-    pack_heads_kernel<bf16><<<n, 256, 0, st->stream>>>(a->q, d, rows->qstart, rows->n_seq, gq, w.qp);
-    pack_heads_kernel<bf16><<<n, 256, 0, st->stream>>>(a->k, a->kv_stride, rows->qstart,
-                                                       rows->n_seq, g, w.kp);
-    pack_heads_kernel<bf16><<<n, 256, 0, st->stream>>>(a->v, a->kv_stride, rows->qstart,
-                                                       rows->n_seq, g, w.vp);
+    int blocks = g.ns * g.L;
+    Rope rope = rope_of(st, rows);
+    pack_heads_kernel<<<blocks, 128, 0, st->stream>>>(a->q, st->c.hidden_size, rows->qstart, gq,
+                                                      rope, w.qp);
+    pack_heads_kernel<<<blocks, 128, 0, st->stream>>>(a->k, a->kv_stride, rows->qstart, g, rope,
+                                                      w.kp);
+    pack_heads_kernel<<<blocks, 128, 0, st->stream>>>(a->v, a->kv_stride, rows->qstart, g, no_rope,
+                                                      w.vp);
     CU_LAUNCHED();
     return 0;
+}
+
+/* Packed rows of the chunk (an upper bound the kernels trim). */
+static int chunk_rows(const CuRows *rows, const Geometry &g)
+{
+    return g.ns == rows->n_seq ? rows->n_rows : g.ns * g.L;
 }
 
 static float scale_of(const Geometry &g) { return 1.0f / sqrtf((float)g.hd); }
@@ -320,26 +403,22 @@ static int forward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const
     CU_PHASE(st, CU_PH_ATTN_AUX);
     Geometry go = g;
     go.rep = 1;
-    unpack_heads_kernel<bf16, bf16><<<rows->n_rows, 256, 0, st->stream>>>(
-        w.op, rows->qstart, rows->n_seq, go, a->out, st->c.hidden_size);
+    unpack_heads_kernel<bf16><<<chunk_rows(rows, g), 128, 0, st->stream>>>(
+        w.op, rows->qstart, go, no_rope, a->out, st->c.hidden_size);
     CU_LAUNCHED();
     return 0;
 }
 
 static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
-                          float *dq, float *dk, float *dv, const Geometry &g, Error *err)
+                          bf16 *dq, bf16 *dk, bf16 *dv, const Geometry &g, Error *err)
 {
     Work w;
     TRY(workspace(st, g, 1, &w, err));
     CU_PHASE(st, CU_PH_ATTN_AUX);
     TRY(pack_qkv(st, rows, a, g, w, err));
-    int L = g.L, hd = g.hd, d = st->c.hidden_size, n = rows->n_rows;
-    size_t mat = (size_t)g.ns * g.n_heads * L * hd;
-    CU_TRY(cudaMemsetAsync(w.op, 0, mat * sizeof(bf16), st->stream)); /* op holds dO here */
-    CU_TRY(cudaMemsetAsync(w.delta, 0, (size_t)g.ns * g.n_heads * L * sizeof(float), st->stream));
-    int warps = n * g.n_heads;
-    pack_dout_kernel<<<(warps * 32 + 255) / 256, 256, 0, st->stream>>>(
-        dout, a->out, d, rows->qstart, rows->n_seq, n, g, w.op, w.delta);
+    int L = g.L, hd = g.hd, d = st->c.hidden_size;
+    pack_dout_kernel<<<g.ns * L, 256, 0, st->stream>>>(dout, a->out, d, rows->qstart, g, w.op,
+                                                      w.delta); /* op holds dO here */
     CU_LAUNCHED();
     const float scale = scale_of(g);
     CU_PHASE(st, CU_PH_ATTN_BWD);
@@ -361,12 +440,13 @@ static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, cons
     CU_PHASE(st, CU_PH_ATTN_AUX);
     Geometry gq = g;
     gq.rep = 1;
-    unpack_heads_kernel<float, float><<<n, 256, 0, st->stream>>>(w.dqp, rows->qstart, rows->n_seq,
-                                                                gq, dq, d);
-    unpack_heads_kernel<float, float><<<n, 256, 0, st->stream>>>(w.dkp, rows->qstart, rows->n_seq,
-                                                                g, dk, a->kv_stride);
-    unpack_heads_kernel<float, float><<<n, 256, 0, st->stream>>>(w.dvp, rows->qstart, rows->n_seq,
-                                                                g, dv, a->kv_stride);
+    int n = chunk_rows(rows, g);
+    Rope rope = rope_of(st, rows);
+    unpack_heads_kernel<float><<<n, 128, 0, st->stream>>>(w.dqp, rows->qstart, gq, rope, dq, d);
+    unpack_heads_kernel<float><<<n, 128, 0, st->stream>>>(w.dkp, rows->qstart, g, rope, dk,
+                                                          a->kv_stride);
+    unpack_heads_kernel<float><<<n, 128, 0, st->stream>>>(w.dvp, rows->qstart, g, no_rope, dv,
+                                                          a->kv_stride);
     CU_LAUNCHED();
     return 0;
 }
@@ -392,7 +472,7 @@ int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, 
 }
 
 int cu_attention_gemm_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
-                               float *dq, float *dk, float *dv, Error *err)
+                               bf16 *dq, bf16 *dk, bf16 *dv, Error *err)
 {
     Geometry g = geometry_of(st, rows);
     int per = chunk_size(g), n_seq = rows->n_seq;

@@ -23,32 +23,57 @@ int cu_embed(CuState *st, int n, const int32_t *tok, float *x, Error *err)
     return 0;
 }
 
+/* Two values a thread (bf16x2 loads); n is even whenever the intermediate
+ * size is, and an odd tail is handled by the last thread. */
+__device__ __forceinline__ float silu_of(float g) { return g / (1.0f + expf(-g)); }
+
 __global__ void swiglu_fwd_kernel(size_t n, const bf16 *__restrict__ gate,
                                   const bf16 *__restrict__ up, bf16 *__restrict__ act)
 {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float g = __bfloat162float(gate[i]);
-    act[i] = __float2bfloat16(g / (1.0f + expf(-g)) * __bfloat162float(up[i]));
+    size_t i = 2 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
+    if (i + 1 < n) {
+        float2 g = __bfloat1622float2(*(const __nv_bfloat162 *)(gate + i));
+        float2 u = __bfloat1622float2(*(const __nv_bfloat162 *)(up + i));
+        *(__nv_bfloat162 *)(act + i) = __floats2bfloat162_rn(silu_of(g.x) * u.x, silu_of(g.y) * u.y);
+    } else if (i < n) {
+        act[i] = __float2bfloat16(silu_of(__bfloat162float(gate[i])) * __bfloat162float(up[i]));
+    }
+}
+
+__device__ __forceinline__ void swiglu_grad(float g, float u, float da, float *dg, float *du)
+{
+    float sig = 1.0f / (1.0f + expf(-g));
+    *du = da * g * sig;
+    *dg = da * u * sig * (1.0f + g * (1.0f - sig));
 }
 
 __global__ void swiglu_bwd_kernel(size_t n, const bf16 *__restrict__ gate,
                                   const bf16 *__restrict__ up, const float *__restrict__ dact,
                                   bf16 *__restrict__ dgate, bf16 *__restrict__ dup)
 {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float g = __bfloat162float(gate[i]), u = __bfloat162float(up[i]), da = dact[i];
-    float sig = 1.0f / (1.0f + expf(-g));
-    dup[i] = __float2bfloat16(da * g * sig);
-    dgate[i] = __float2bfloat16(da * u * sig * (1.0f + g * (1.0f - sig)));
+    size_t i = 2 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
+    if (i + 1 < n) {
+        float2 g = __bfloat1622float2(*(const __nv_bfloat162 *)(gate + i));
+        float2 u = __bfloat1622float2(*(const __nv_bfloat162 *)(up + i));
+        float2 da = *(const float2 *)(dact + i);
+        float dg0, du0, dg1, du1;
+        swiglu_grad(g.x, u.x, da.x, &dg0, &du0);
+        swiglu_grad(g.y, u.y, da.y, &dg1, &du1);
+        *(__nv_bfloat162 *)(dgate + i) = __floats2bfloat162_rn(dg0, dg1);
+        *(__nv_bfloat162 *)(dup + i) = __floats2bfloat162_rn(du0, du1);
+    } else if (i < n) {
+        float dg, du;
+        swiglu_grad(__bfloat162float(gate[i]), __bfloat162float(up[i]), dact[i], &dg, &du);
+        dgate[i] = __float2bfloat16(dg);
+        dup[i] = __float2bfloat16(du);
+    }
 }
 
 int cu_swiglu_forward(CuState *st, size_t n, const bf16 *gate, const bf16 *up, bf16 *act,
                       Error *err)
 {
     if (!n) return 0;
-    swiglu_fwd_kernel<<<cu_blocks(n, 256), 256, 0, st->stream>>>(n, gate, up, act);
+    swiglu_fwd_kernel<<<cu_blocks((n + 1) / 2, 256), 256, 0, st->stream>>>(n, gate, up, act);
     CU_LAUNCHED();
     return 0;
 }
@@ -57,7 +82,8 @@ int cu_swiglu_backward(CuState *st, size_t n, const bf16 *gate, const bf16 *up,
                        const float *dact, bf16 *dgate, bf16 *dup, Error *err)
 {
     if (!n) return 0;
-    swiglu_bwd_kernel<<<cu_blocks(n, 256), 256, 0, st->stream>>>(n, gate, up, dact, dgate, dup);
+    swiglu_bwd_kernel<<<cu_blocks((n + 1) / 2, 256), 256, 0, st->stream>>>(n, gate, up, dact, dgate,
+                                                                           dup);
     CU_LAUNCHED();
     return 0;
 }

@@ -250,12 +250,13 @@ int cu_attention_backward(CuState *st, const CuRows *rows, const CuAttn *a, cons
                           float *delta, float *dq, float *dk, float *dv, Error *err);
 
 /* ---- cuda_attention_gemm.cu: the same on tensor cores for passes without a
- * KV cache whose [L x L] scores fit the workspace (cu_attention_gemm_usable);
- * same inputs, outputs and lse. */
+ * KV cache whose [L x L] scores fit the workspace (cu_attention_gemm_usable).
+ * Differences: q and k come in *unrotated* (RoPE is applied inside), and the
+ * backward's dq, dk (gradients of the unrotated q, k) and dv are bf16. */
 int cu_attention_gemm_usable(const CuState *st, const CuRows *rows);
 int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error *err);
 int cu_attention_gemm_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
-                               float *dq, float *dk, float *dv, Error *err);
+                               bf16 *dq, bf16 *dk, bf16 *dv, Error *err);
 
 /* ---- cuda_elementwise.cu: embedding, SwiGLU, conversions, KV scatter ---- */
 int cu_embed(CuState *st, int n, const int32_t *tok, float *x, Error *err);

@@ -157,6 +157,16 @@ static int acts_alloc(const CuState *st, const BackendAdapter *ad, int n, const 
     return cu_arena_check(ar, "activations", err);
 }
 
+/* Training and scoring passes (no KV cache) attend on tensor cores when the
+ * scores fit; the forward and the backward decide alike. */
+static int attention_on_gemms(const CuState *st, const CuRows *rows, const KvCache *kv)
+{
+    return !kv && !st->attn_flash_only && cu_attention_gemm_usable(st, rows);
+}
+
+static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, CuActs *a, float *x,
+                         int attn_rc, Error *err);
+
 static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward *f, KvCache *kv,
                          int l, CuActs *a, float *x, Error *err)
 {
@@ -166,10 +176,7 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
     int n = rows->n_rows, d = c->hidden_size, kvd = llama_kv_dim(c);
     size_t bytes = (size_t)n * d * sizeof(float);
     CuLinear lq = cu_linear_of(st, ad, l, LORA_Q_PROJ), lk = cu_linear_of(st, ad, l, LORA_K_PROJ);
-    CuLinear lv = cu_linear_of(st, ad, l, LORA_V_PROJ), lo = cu_linear_of(st, ad, l, LORA_O_PROJ);
-    CuLinear lg = cu_linear_of(st, ad, l, LORA_GATE_PROJ);
-    CuLinear lu = cu_linear_of(st, ad, l, LORA_UP_PROJ);
-    CuLinear ld = cu_linear_of(st, ad, l, LORA_DOWN_PROJ);
+    CuLinear lv = cu_linear_of(st, ad, l, LORA_V_PROJ);
 
     CU_PHASE(st, CU_PH_NORM);
     if (a->x_in) CU_TRY(cudaMemcpyAsync(a->x_in, x, bytes, cudaMemcpyDeviceToDevice, st->stream));
@@ -178,11 +185,15 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
     TRY(cu_linear_forward(st, &lq, n, a->h1, a->q, 0, 0.0f, a->u[LORA_Q_PROJ], err));
     TRY(cu_linear_forward(st, &lk, n, a->h1, a->k, 0, 0.0f, a->u[LORA_K_PROJ], err));
     TRY(cu_linear_forward(st, &lv, n, a->h1, a->v, 0, 0.0f, a->u[LORA_V_PROJ], err));
+    CuAttn at = {a->q, a->k, a->v, kvd, a->attn, a->lse};
+    if (attention_on_gemms(st, rows, kv)) { /* rotates q, k itself */
+        CU_PHASE(st, CU_PH_ATTN_FWD);
+        return attention_out(st, ad, l, n, a, x, cu_attention_gemm_forward(st, rows, &at, err), err);
+    }
     CU_PHASE(st, CU_PH_ROPE);
     TRY(cu_rope_forward(st, n, rows->pos, c->num_attention_heads, a->q, err));
     TRY(cu_rope_forward(st, n, rows->pos, c->num_key_value_heads, a->k, err));
     CU_PHASE(st, CU_PH_ATTN_FWD);
-    CuAttn at = {a->q, a->k, a->v, kvd, a->attn, a->lse};
     if (kv) { /* this step's keys and values join their slots; attention reads the cache */
         const CuKv *ck = (const CuKv *)kv->impl;
         size_t layer_off = (size_t)l * kv->n_slots * kv->max_len * kvd;
@@ -191,10 +202,22 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
         at.k = ck->k + layer_off;
         at.v = ck->v + layer_off;
     }
-    if (!kv && !st->attn_flash_only && cu_attention_gemm_usable(st, rows))
-        TRY(cu_attention_gemm_forward(st, rows, &at, err));
-    else
-        TRY(cu_attention_forward(st, rows, &at, err));
+    return attention_out(st, ad, l, n, a, x, cu_attention_forward(st, rows, &at, err), err);
+}
+
+/* The rest of the layer after attention: o_proj into the residual, then the MLP. */
+static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, CuActs *a, float *x,
+                         int attn_rc, Error *err)
+{
+    if (attn_rc) return -1;
+    const LlamaConfig *c = &st->c;
+    const CuLayerWeights *w = &st->layers[l];
+    int d = c->hidden_size;
+    size_t bytes = (size_t)n * d * sizeof(float);
+    CuLinear lo = cu_linear_of(st, ad, l, LORA_O_PROJ);
+    CuLinear lg = cu_linear_of(st, ad, l, LORA_GATE_PROJ);
+    CuLinear lu = cu_linear_of(st, ad, l, LORA_UP_PROJ);
+    CuLinear ld = cu_linear_of(st, ad, l, LORA_DOWN_PROJ);
     CU_PHASE(st, CU_PH_LINEAR_FWD);
     TRY(cu_linear_forward(st, &lo, n, a->attn, x, 1, 1.0f, a->u[LORA_O_PROJ], err));
 
@@ -303,14 +326,15 @@ static int attention_backward(CuState *st, const BackendAdapter *ad, int l, cons
                            err));
     CU_PHASE(st, CU_PH_ATTN_BWD);
     CuAttn at = {a->q, a->k, a->v, kvd, a->attn, a->lse};
-    if (!st->attn_flash_only && cu_attention_gemm_usable(st, rows))
-        TRY(cu_attention_gemm_backward(st, rows, &at, b->dattn, b->dq, b->dk, b->dv, err));
-    else
+    if (attention_on_gemms(st, rows, NULL)) {
+        TRY(cu_attention_gemm_backward(st, rows, &at, b->dattn, b->dqb, b->dkb, b->dvb, err));
+    } else {
         TRY(cu_attention_backward(st, rows, &at, b->dattn, b->delta, b->dq, b->dk, b->dv, err));
-    CU_PHASE(st, CU_PH_ROPE);
-    TRY(cu_rope_backward(st, n, rows->pos, c->num_attention_heads, b->dq, b->dqb, err));
-    TRY(cu_rope_backward(st, n, rows->pos, c->num_key_value_heads, b->dk, b->dkb, err));
-    TRY(cu_to_bf16(st, (size_t)n * kvd, b->dv, b->dvb, err));
+        CU_PHASE(st, CU_PH_ROPE);
+        TRY(cu_rope_backward(st, n, rows->pos, c->num_attention_heads, b->dq, b->dqb, err));
+        TRY(cu_rope_backward(st, n, rows->pos, c->num_key_value_heads, b->dk, b->dkb, err));
+        TRY(cu_to_bf16(st, (size_t)n * kvd, b->dv, b->dvb, err));
+    }
     /* Below layer 0 there are only the frozen embeddings: no dx to form. */
     CU_PHASE(st, CU_PH_LINEAR_BWD);
     float *dh = l > 0 ? b->dh : NULL;
