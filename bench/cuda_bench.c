@@ -529,6 +529,7 @@ static int bench_decode_batch(const Args *a, Backend *be, int B, Error *err)
         }
         prefill_s = t1 - t0;
         decode_s = now() - t1;
+        print_profile(be, rep ? "decode" : "decode warm-up");
     }
     if (kv) be->ops->kv_free(be, kv);
     if (!rc) {

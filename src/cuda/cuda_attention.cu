@@ -273,6 +273,83 @@ __global__ void __launch_bounds__(WARPS * 32) attn_bwd_dkv_kernel(AttnParams p)
     }
 }
 
+/* Decode: few query rows against a long cache.  One block per (row, head);
+ * its DECODE_WARPS warps take every DECODE_WARPS-th key, a key's score is a
+ * warp-wide dot product (NT dims a lane), each warp keeps an online
+ * softmax, and the warps' partial results are merged at the end.  Spreads a
+ * single query over the whole block instead of one lane per key. */
+#define DECODE_WARPS 16
+
+template <int NT>
+__global__ void __launch_bounds__(DECODE_WARPS * 32) attn_decode_kernel(AttnParams p, int n_seq)
+{
+    __shared__ float m_s[DECODE_WARPS], l_s[DECODE_WARPS];
+    __shared__ float o_s[DECODE_WARPS][NT * 32];
+    const int h = blockIdx.x, row = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int s = 0;
+    for (int lo = 0, hi = n_seq - 1; lo <= hi;) { /* the sequence of this row */
+        int mid = (lo + hi) >> 1;
+        if (p.qstart[mid] <= row) { s = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    const int nq = p.qstart[s + 1] - p.qstart[s], i = row - p.qstart[s];
+    const int limit = i + p.nk[s] - nq, kb = p.kbase[s], hd = p.hd;
+    const int g = h / (p.n_heads / p.n_kv_heads);
+    float q[NT], o[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        int d = lane + 32 * t;
+        q[t] = d < hd ? __bfloat162float(p.q[(size_t)row * p.q_stride + h * hd + d]) : 0.0f;
+        o[t] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = warp; j <= limit; j += DECODE_WARPS) {
+        const bf16 *kr = p.k + (size_t)(kb + j) * p.kv_stride + g * hd;
+        const bf16 *vr = p.v + (size_t)(kb + j) * p.kv_stride + g * hd;
+        float part = 0.0f;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int d = lane + 32 * t;
+            if (d < hd) part += q[t] * __bfloat162float(kr[d]);
+        }
+        const float sc = warp_sum(part) * p.scale, mn = fmaxf(m, sc);
+        const float corr = expf(m - mn), pr = expf(sc - mn);
+        l = l * corr + pr;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int d = lane + 32 * t;
+            o[t] = o[t] * corr + (d < hd ? pr * __bfloat162float(vr[d]) : 0.0f);
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        m_s[warp] = m;
+        l_s[warp] = l;
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) o_s[warp][lane + 32 * t] = o[t];
+    __syncthreads();
+    if (warp != 0) return;
+    float M = -INFINITY;
+    for (int w = 0; w < DECODE_WARPS; w++) M = fmaxf(M, m_s[w]);
+    float L = 0.0f, acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int w = 0; w < DECODE_WARPS; w++) {
+        if (m_s[w] == -INFINITY) continue; /* a warp that saw no key */
+        float f = expf(m_s[w] - M);
+        L += l_s[w] * f;
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[t] += o_s[w][lane + 32 * t] * f;
+    }
+    bf16 *out = p.out + (size_t)row * p.q_stride + h * hd;
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        int d = lane + 32 * t;
+        if (d < hd) out[d] = __float2bfloat16(acc[t] / L);
+    }
+    if (lane == 0) p.lse[(size_t)row * p.n_heads + h] = M + logf(L);
+}
+
 typedef void (*AttnKernel)(AttnParams);
 
 static AttnKernel pick(int which, int nt)
@@ -349,4 +426,21 @@ int cu_attention_backward(CuState *st, const CuRows *rows, const CuAttn *a, cons
     p.dv = dv;
     TRY(launch(st, 1, rows, p, err));
     return launch(st, 2, rows, p, err);
+}
+
+int cu_attention_decode(CuState *st, const CuRows *rows, const CuAttn *a, Error *err)
+{
+    AttnParams p = params_of(st, rows, a);
+    int nt = (p.hd + 31) / 32;
+    dim3 grid(p.n_heads, rows->n_rows), block(DECODE_WARPS * 32);
+    if (rows->n_rows == 0) return 0;
+    switch (nt <= 1 ? 1 : nt <= 2 ? 2 : nt <= 4 ? 4 : nt <= 8 ? 8 : 0) {
+    case 1: attn_decode_kernel<1><<<grid, block, 0, st->stream>>>(p, rows->n_seq); break;
+    case 2: attn_decode_kernel<2><<<grid, block, 0, st->stream>>>(p, rows->n_seq); break;
+    case 4: attn_decode_kernel<4><<<grid, block, 0, st->stream>>>(p, rows->n_seq); break;
+    case 8: attn_decode_kernel<8><<<grid, block, 0, st->stream>>>(p, rows->n_seq); break;
+    default: return error_set(err, "attention: head_dim %d is above 256", p.hd);
+    }
+    CU_LAUNCHED();
+    return 0;
 }

@@ -53,7 +53,7 @@ int cu_attention_gemm_usable(const CuState *st, const CuRows *rows)
 {
     Geometry g = geometry_of(st, rows);
     /* 16-byte accesses: head halves and row strides in multiples of 8 values */
-    return rows->cache_row == NULL && g.hd % 16 == 0 && llama_kv_dim(&st->c) % 8 == 0 &&
+    return (rows->cache_row == NULL || rows->fresh_cache) && g.hd % 16 == 0 && llama_kv_dim(&st->c) % 8 == 0 &&
            score_bytes(g, 1) <= SCORE_BYTES_MAX;
 }
 
@@ -360,12 +360,12 @@ static const Rope no_rope = {NULL, NULL, NULL};
 
 /* q and k rotated on the way (the kept q, k are not), v as it is. */
 static int pack_qkv(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
-                    const Work &w, Error *err)
+                    const Work &w, int rotate, Error *err)
 {
     Geometry gq = g;
     gq.rep = 1;
     int blocks = g.ns * g.L;
-    Rope rope = rope_of(st, rows);
+    Rope rope = rotate ? rope_of(st, rows) : no_rope;
     pack_heads_kernel<<<blocks, 128, 0, st->stream>>>(a->q, st->c.hidden_size, rows->qstart, gq,
                                                       rope, w.qp);
     pack_heads_kernel<<<blocks, 128, 0, st->stream>>>(a->k, a->kv_stride, rows->qstart, g, rope,
@@ -385,12 +385,12 @@ static int chunk_rows(const CuRows *rows, const Geometry &g)
 static float scale_of(const Geometry &g) { return 1.0f / sqrtf((float)g.hd); }
 
 static int forward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
-                         Error *err)
+                         int rotate, Error *err)
 {
     Work w;
     TRY(workspace(st, g, 0, &w, err));
     CU_PHASE(st, CU_PH_ATTN_AUX);
-    TRY(pack_qkv(st, rows, a, g, w, err));
+    TRY(pack_qkv(st, rows, a, g, w, rotate, err));
     int L = g.L, hd = g.hd;
     CU_PHASE(st, CU_PH_ATTN_FWD);
     TRY(bgemm(st, g, 0, 1, L, L, hd, scale_of(g), w.qp, hd, w.kp, hd, w.s, 1, L, err));
@@ -415,7 +415,7 @@ static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, cons
     Work w;
     TRY(workspace(st, g, 1, &w, err));
     CU_PHASE(st, CU_PH_ATTN_AUX);
-    TRY(pack_qkv(st, rows, a, g, w, err));
+    TRY(pack_qkv(st, rows, a, g, w, 1, err));
     int L = g.L, hd = g.hd, d = st->c.hidden_size;
     pack_dout_kernel<<<g.ns * L, 256, 0, st->stream>>>(dout, a->out, d, rows->qstart, g, w.op,
                                                       w.delta); /* op holds dO here */
@@ -459,14 +459,15 @@ static int chunk_size(const Geometry &g)
     return k < 1 ? 1 : k > g.ns ? g.ns : k;
 }
 
-int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error *err)
+int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, int rotate,
+                              Error *err)
 {
     Geometry g = geometry_of(st, rows);
     int per = chunk_size(g), n_seq = rows->n_seq;
     for (int s0 = 0; s0 < n_seq; s0 += per) {
         g.s0 = s0;
         g.ns = n_seq - s0 < per ? n_seq - s0 : per;
-        TRY(forward_chunk(st, rows, a, g, err));
+        TRY(forward_chunk(st, rows, a, g, rotate, err));
     }
     return 0;
 }

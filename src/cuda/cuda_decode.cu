@@ -62,10 +62,10 @@ int cu_kv_create(Backend *b, int n_slots, int max_len, KvCache **out, Error *err
 }
 
 /* Uploads the rows (host arrays in st->hints order, see run_rows), runs the
- * forward with the cache, and queues the logits of each sequence's last row
+ * forward with the cache (fresh: a prefill, every key among these rows), and queues the logits of each sequence's last row
  * for out[slot[i] * V]. */
 static int run_rows(Backend *b, KvCache *kv, BackendAdapter *a, int ns, int n_rows, int max_q,
-                    int max_k, const int32_t *h, const int *slot, float *out, Error *err)
+                    int max_k, int fresh, const int32_t *h, const int *slot, float *out, Error *err)
 {
     CuState *st = cu_state(b);
     int v = st->c.vocab_size;
@@ -88,6 +88,7 @@ static int run_rows(Backend *b, KvCache *kv, BackendAdapter *a, int ns, int n_ro
     r->pos = r->last + ns;
     r->tok = r->pos + n_rows;
     r->cache_row = r->tok + n_rows;
+    r->fresh_cache = fresh;
     TRY(cu_model_forward(st, a, &f, kv, &st->scratch, err));
     float *logits = cu_alloc<float>(&st->scratch, (size_t)ns * v);
     TRY(cu_arena_check(&st->scratch, "the logits", err));
@@ -140,7 +141,7 @@ int cu_prefill(Backend *b, KvCache *kv, BackendAdapter *a, const int32_t *tokens
         kv->len[s] = 0; /* refilled below, so a failed prefill leaves empty slots */
     }
     qstart[ns] = r;
-    int rc = run_rows(b, kv, a, ns, n_rows, max_q, max_q, h, slot, out_logits, err);
+    int rc = run_rows(b, kv, a, ns, n_rows, max_q, max_q, 1, h, slot, out_logits, err);
     free(slot);
     if (rc) return error_prefix(err, "prefill: ");
     for (int s = 0; s < ns; s++) kv->len[s] = lengths[s];
@@ -187,7 +188,7 @@ int cu_decode_step(Backend *b, KvCache *kv, BackendAdapter *a, const int32_t *to
         i++;
     }
     qstart[n] = n;
-    int rc = run_rows(b, kv, a, n, n, 1, max_k, h, slot, out_logits, err);
+    int rc = run_rows(b, kv, a, n, n, 1, max_k, 0, h, slot, out_logits, err);
     free(slot);
     if (rc) return error_prefix(err, "decode: ");
     for (int s = 0; s < kv->n_slots; s++)

@@ -29,3 +29,72 @@ int cu_gemm_strided(CuState *st, int ta, int tb, int m, int n, int k, float alph
         CUBLAS_GEMM_DEFAULT));
     return 0;
 }
+
+/* ---- decode: a few rows times a weight matrix, at memory speed ----
+ * y[r, o] = beta * y[r, o] + sum_k x[r, k] W[o, k] for n <= GEMV_MAX_ROWS rows.
+ * cuBLAS tiles such a product over the outputs only and leaves most of the
+ * card idle; here a warp owns one output, reads W's row once with 16-byte
+ * loads and applies it to every row of x (which stays in L1/L2). */
+#define GEMV_WARPS 8
+
+template <int NR, class Y>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_kernel(int out, int in, const bf16 *__restrict__ x, const bf16 *__restrict__ W, float beta,
+                Y *__restrict__ y)
+{
+    const int o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (o >= out) return;
+    const bf16 *w = W + (size_t)o * in;
+    float acc[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[r] = 0.0f;
+#pragma unroll 4
+    for (int k = lane * 8; k < in; k += 32 * 8) {
+        uint4 wr = *(const uint4 *)(w + k);
+        const __nv_bfloat162 *wh = (const __nv_bfloat162 *)&wr;
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            uint4 xr = *(const uint4 *)(x + (size_t)r * in + k);
+            const __nv_bfloat162 *xh = (const __nv_bfloat162 *)&xr;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 a = __bfloat1622float2(wh[j]), b = __bfloat1622float2(xh[j]);
+                acc[r] += a.x * b.x + a.y * b.y;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        float v = acc[r];
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (lane == 0) {
+            Y *dst = y + (size_t)r * out + o;
+            float prev = beta != 0.0f ? (float)*dst : 0.0f;
+            *dst = (Y)(beta * prev + v);
+        }
+    }
+}
+
+int cu_gemv_usable(int n, int in) { return n >= 1 && n <= GEMV_MAX_ROWS && in % 8 == 0; }
+
+template <class Y>
+static int gemv_launch(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W,
+                       float beta, Y *y, Error *err)
+{
+    dim3 grid((out + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
+    switch (n) {
+#define CASE(k) case k: gemv_kernel<k, Y><<<grid, block, 0, st->stream>>>(out, in, x, W, beta, y); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    default: return error_set(err, "gemv: %d rows (at most %d)", n, GEMV_MAX_ROWS);
+    }
+    CU_LAUNCHED();
+    return 0;
+}
+
+int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, float beta, void *y,
+            int y_f32, Error *err)
+{
+    if (y_f32) return gemv_launch(st, n, out, in, x, W, beta, (float *)y, err);
+    return gemv_launch(st, n, out, in, x, W, beta, (bf16 *)y, err);
+}

@@ -95,6 +95,7 @@ struct CuRows {
     int32_t *pos;       /* [n_rows] position in its sequence */
     int32_t *tok;       /* [n_rows] */
     int32_t *cache_row; /* [n_rows] row in the KV-cache layer (decode), else NULL */
+    int fresh_cache;    /* a prefill into empty slots: every key is one of these rows */
     int32_t *last;      /* [n_seq] last packed row of each sequence */
 };
 
@@ -191,6 +192,12 @@ int cu_flush(CuState *st, Error *err);
 int cu_gemm(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const bf16 *A,
             int lda, const bf16 *B, int ldb, float beta, void *C, int c_f32, int ldc,
             Error *err);
+/* Decode's few rows: y[n, out] = beta y + x[n, in] W[out, in]^T for
+ * cu_gemv_usable(n, in) (n <= GEMV_MAX_ROWS, in a multiple of 8). */
+#define GEMV_MAX_ROWS 8
+int cu_gemv_usable(int n, int in);
+int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, float beta, void *y,
+            int y_f32, Error *err);
 /* The same over `batch` problems, operand b at X + b * stride_x. */
 int cu_gemm_strided(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const bf16 *A,
                     int lda, long long stride_a, const bf16 *B, int ldb, long long stride_b,
@@ -244,6 +251,9 @@ struct CuAttn {
     float *lse;    /* [rows, H] */
 };
 int cu_attention_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error *err);
+/* The same for decode steps (a few query rows per sequence, long caches):
+ * one block per (row, head), keys spread over its warps. */
+int cu_attention_decode(CuState *st, const CuRows *rows, const CuAttn *a, Error *err);
 /* Training layout (kbase = qstart, nk = nq): dq [rows, H*hd], dk, dv [rows,
  * Hkv*hd] fp32, overwritten; delta [rows, H] scratch. */
 int cu_attention_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
@@ -254,7 +264,10 @@ int cu_attention_backward(CuState *st, const CuRows *rows, const CuAttn *a, cons
  * Differences: q and k come in *unrotated* (RoPE is applied inside), and the
  * backward's dq, dk (gradients of the unrotated q, k) and dv are bf16. */
 int cu_attention_gemm_usable(const CuState *st, const CuRows *rows);
-int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error *err);
+/* rotate = 0: q and k come rotated already (a prefill, whose cache needs
+ * the rotated keys); the queries' keys are then this pass's rows. */
+int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, int rotate,
+                              Error *err);
 int cu_attention_gemm_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
                                bf16 *dq, bf16 *dk, bf16 *dv, Error *err);
 

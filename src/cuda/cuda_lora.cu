@@ -35,8 +35,11 @@ CuLinear cu_linear_of(const CuState *st, const BackendAdapter *ad, int layer, Lo
 int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
                       float beta, bf16 *u, Error *err)
 {
-    TRY(cu_gemm(st, 0, 1, n, l->out, l->in, 1.0f, x, l->in, l->w, l->in, beta, y, y_f32, l->out,
-                err));
+    if (cu_gemv_usable(n, l->in))
+        TRY(cu_gemv(st, n, l->out, l->in, x, l->w, beta, y, y_f32, err));
+    else
+        TRY(cu_gemm(st, 0, 1, n, l->out, l->in, 1.0f, x, l->in, l->w, l->in, beta, y, y_f32,
+                    l->out, err));
     if (!l->a) return 0;
     TRY(cu_gemm(st, 0, 1, n, l->r, l->in, 1.0f, x, l->in, l->a, l->in, 0.0f, u, 0, l->r, err));
     return cu_gemm(st, 0, 1, n, l->out, l->r, l->scale, u, l->r, l->b, l->r, 1.0f, y, y_f32,

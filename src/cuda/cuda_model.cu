@@ -188,7 +188,8 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
     CuAttn at = {a->q, a->k, a->v, kvd, a->attn, a->lse};
     if (attention_on_gemms(st, rows, kv)) { /* rotates q, k itself */
         CU_PHASE(st, CU_PH_ATTN_FWD);
-        return attention_out(st, ad, l, n, a, x, cu_attention_gemm_forward(st, rows, &at, err), err);
+        return attention_out(st, ad, l, n, a, x, cu_attention_gemm_forward(st, rows, &at, 1, err),
+                             err);
     }
     CU_PHASE(st, CU_PH_ROPE);
     TRY(cu_rope_forward(st, n, rows->pos, c->num_attention_heads, a->q, err));
@@ -199,8 +200,12 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
         size_t layer_off = (size_t)l * kv->n_slots * kv->max_len * kvd;
         TRY(cu_scatter_rows(st, n, kvd, a->k, rows->cache_row, ck->k + layer_off, err));
         TRY(cu_scatter_rows(st, n, kvd, a->v, rows->cache_row, ck->v + layer_off, err));
+        if (rows->fresh_cache && !st->attn_flash_only && cu_attention_gemm_usable(st, rows))
+            return attention_out(st, ad, l, n, a, x,
+                                 cu_attention_gemm_forward(st, rows, &at, 0, err), err);
         at.k = ck->k + layer_off;
         at.v = ck->v + layer_off;
+        return attention_out(st, ad, l, n, a, x, cu_attention_decode(st, rows, &at, err), err);
     }
     return attention_out(st, ad, l, n, a, x, cu_attention_forward(st, rows, &at, err), err);
 }
