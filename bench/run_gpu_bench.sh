@@ -4,6 +4,8 @@
 # and .device/lib.tgz (tools/device_bundle.sh) carried along; results go to $OUT.
 #   bash bench/run_gpu_bench.sh [ours] [torch] [startup]
 # MODPO_BENCH_PAIRS, MODPO_BENCH_STEPS override the micro-batches and steps.
+# Every record also goes to stdout whole: the device tool returns only a few
+# files from $OUT, so keep stdout (the records) as the copy of record.
 # dp: on a machine of 2 or 4 GPUs, data-parallel MODPO at 1, 2, 4 GPUs and
 # the w grid as one group of 1 GPU per GPU (mpirun, one rank per GPU).
 set -u
@@ -35,7 +37,7 @@ ours)
     ;;
 torch)
     python3 bench/torch_gpu_bench.py --shape llama2-7b --what gemm,modpo_tuned,modpo_seed,precompute,generate \
-        --steps "$steps" --out "$R" 2>>"$OUT/torch.log" | cut -c1-400
+        --steps "$steps" --out "$R" 2>>"$OUT/torch.log"
     tail -3 "$OUT/torch.log"
     ;;
 startup)
@@ -49,11 +51,11 @@ dp)
     P=${MODPO_BENCH_DP_PAIRS:-8}
     for np in 1 2 4; do
         [ "$np" -le "$n" ] || continue
-        $M -np "$np" $B --what modpo --pairs "$P" --steps "$steps" --out "$R" 2>>"$OUT/dp.log" | cut -c1-500
+        $M -np "$np" $B --what modpo --pairs "$P" --steps "$steps" --out "$R" 2>>"$OUT/dp.log"
     done
     if [ "$n" -ge 2 ]; then  # the w grid: one independent group per GPU
         $M -np "$n" $B --what modpo --pairs "$P" --steps "$steps" --group-size 1 --out "$R" \
-            2>>"$OUT/dp.log" | cut -c1-500
+            2>>"$OUT/dp.log"
     fi
     tail -3 "$OUT/dp.log"
     ;;

@@ -8,8 +8,8 @@ OUT=$1
 R=$OUT/results.jsonl
 DIR=${MODPO_STARTUP_DIR:-/tmp/llama2-7b-random}
 python3 bench/torch_gpu_bench.py --shape llama2-7b --what save_model --model-dir "$DIR" \
-    --out "$R" 2>>"$OUT/torch.log" | cut -c1-300
+    --out "$R" 2>>"$OUT/torch.log"
 cat "$DIR"/*.safetensors > /dev/null  # both sides start from a warm page cache
 python3 bench/torch_gpu_bench.py --shape llama2-7b --what startup --model-dir "$DIR" \
-    --out "$R" 2>>"$OUT/torch.log" | cut -c1-400
-build-cuda/bench/cuda_bench --model-dir "$DIR" --out "$R" 2>>"$OUT/ours.log" | cut -c1-400
+    --out "$R" 2>>"$OUT/torch.log"
+build-cuda/bench/cuda_bench --model-dir "$DIR" --out "$R" 2>>"$OUT/ours.log"
