@@ -5,6 +5,7 @@
 #include <check.h>
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,59 @@ END_TEST
 
 /* A checkpoint in the middle (state copied out and restored into a fresh
  * optimizer) continues bit for bit like an uninterrupted run. */
+/* The host optimizer runs on every core (the GPU trainer's per-step host
+ * work); its results must not depend on how many: the same bits for 1, 2
+ * and 3 threads, and the norm equal to a long-double sum. */
+static void random_fill(float *x, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = ((float)(seed >> 8) / 16777216.0f - 0.5f) * (i % 7 == 0 ? 100.0f : 1.0f);
+    }
+}
+
+START_TEST(test_threads_change_no_bit)
+{
+    const size_t n = 1000003; /* not a multiple of the summation block */
+    float *g = malloc(n * sizeof *g);
+    ck_assert_ptr_nonnull(g);
+    random_fill(g, n, 7);
+    long double ref = 0;
+    for (size_t i = 0; i < n; i++) ref += (long double)g[i] * g[i];
+    int saved = omp_get_max_threads();
+    double sums[3];
+    float *params[3], *m[3];
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        sums[t - 1] = grad_sum_squares(g, n);
+        AdamW opt;
+        Error err;
+        params[t - 1] = malloc(n * sizeof(float));
+        m[t - 1] = malloc(n * sizeof(float));
+        ck_assert_ptr_nonnull(params[t - 1]);
+        ck_assert_ptr_nonnull(m[t - 1]);
+        random_fill(params[t - 1], n, 11);
+        ck_assert_int_eq(adamw_init(&opt, n, adamw_default_config(0.05), &err), 0);
+        for (int step = 0; step < 3; step++)
+            ck_assert_int_eq(adamw_step(&opt, params[t - 1], g, n, 1e-3, &err), 0);
+        memcpy(m[t - 1], opt.m, n * sizeof(float));
+        adamw_free(&opt);
+    }
+    omp_set_num_threads(saved);
+    ck_assert_msg(fabsl(sums[0] - ref) <= 1e-12L * ref, "sum of squares %.17g vs %.17Lg", sums[0], ref);
+    for (int t = 1; t < 3; t++) {
+        ck_assert_msg(sums[t] == sums[0], "%d threads: %.17g, 1 thread: %.17g", t + 1, sums[t], sums[0]);
+        ck_assert_msg(memcmp(params[t], params[0], n * sizeof(float)) == 0, "AdamW params differ at %d threads", t + 1);
+        ck_assert_msg(memcmp(m[t], m[0], n * sizeof(float)) == 0, "AdamW moments differ at %d threads", t + 1);
+    }
+    for (int t = 0; t < 3; t++) {
+        free(params[t]);
+        free(m[t]);
+    }
+    free(g);
+}
+END_TEST
+
 START_TEST(test_state_round_trip)
 {
     enum { N = 50, STEPS = 8 };
@@ -261,6 +315,7 @@ int main(void)
     tcase_add_test(tc, test_warmup_resolution);
     tcase_add_test(tc, test_clip_by_hand);
     tcase_add_test(tc, test_state_round_trip);
+    tcase_add_test(tc, test_threads_change_no_bit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* keeps the worst-error tallies in this process */
