@@ -425,21 +425,15 @@ static int bench_modpo_one(const Args *a, Backend *be, int P, Error *err)
 
 static int bench_modpo(const Args *a, Backend *be, Error *err)
 {
-    LoraAdapter host;
-    BackendAdapter *pol = NULL;
-    if (make_adapter(&host, &be->config, 11, err) || be->ops->adapter_bind(be, &host, &pol, err))
-        return -1;
     /* A micro-batch that does not fit is recorded and ends the sweep. */
     for (int i = 0; i < a->pairs.n; i++)
-        if (bench_modpo_pairs(a, be, pol, &host, a->pairs.v[i], err)) {
+        if (bench_modpo_one(a, be, a->pairs.v[i], err)) {
             Record r;
             rec_begin(&r, "modpo_step", a);
             rec_add(&r, ", \"micro_batch_pairs\": %d, \"error\": \"%s\"", a->pairs.v[i], err->msg);
             rec_end(&r, a);
             break;
         }
-    be->ops->adapter_unbind(be, pol);
-    lora_adapter_free(&host);
     return 0;
 }
 

@@ -165,6 +165,17 @@ def is_oom(e):
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
+def run_or_oom(fn):
+    """(fn(), False), or (None, True) when it ran out of memory; other errors propagate.
+    Returning from here drops the exception, so a failed step's tensors are unreferenced."""
+    try:
+        return fn(), False
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+        if not is_oom(e):
+            raise
+    return None, True
+
+
 def card_name(dev):
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
@@ -392,19 +403,13 @@ def bench_modpo_tuned(ctx):
 
     for n_pairs in parse_ints(a.pairs):
         reset_peak(ctx.dev)
-        try:
-            times, n_tok, flops, loss, gnorm = run(n_pairs)
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
-            if not is_oom(e):
-                raise
-            oom = True
-        else:
-            oom = False
-        if oom:  # outside the except block, so the failed step's tensors are unreferenced
+        result, oom = run_or_oom(lambda: run(n_pairs))
+        if oom:
             opt.zero_grad(set_to_none=True)
             free_memory(ctx.dev)
             ctx.record("modpo_tuned", pairs=n_pairs, batch_seqs=2 * n_pairs, oom=True)
             break
+        times, n_tok, flops, loss, gnorm = result
         f = step_fields(times, n_pairs, 2 * n_pairs, a.seq_len, flops)
         mfu = None if ctx.gemm_tflops is None else round(f["tflops"] / ctx.gemm_tflops, 4)
         rec = ctx.record("modpo_tuned", pairs=n_pairs, batch_seqs=2 * n_pairs, oom=False, **f,
@@ -486,21 +491,17 @@ def bench_precompute(ctx):
 
     for B in parse_ints(a.precompute_batches):
         reset_peak(ctx.dev)
-        try:
+        def measure():
             ids = random_tokens(ctx, B, a.seq_len, salt=1)
             times, (ref, mar) = time_steps(lambda: step(ids), ctx)
-            diff = (mar - ref).abs().mean().item()
-            del ids, ref, mar
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
-            if not is_oom(e):
-                raise
-            oom = True
-        else:
-            oom = False
+            return times, (mar - ref).abs().mean().item()
+
+        result, oom = run_or_oom(measure)
         if oom:
             free_memory(ctx.dev)
             ctx.record("precompute", batch_seqs=B, oom=True)
             break
+        times, diff = result
         t = median(times)
         rec = ctx.record("precompute", batch_seqs=B, oom=False, step_ms=round(t * 1e3, 3),
                          step_ms_min=round(min(times) * 1e3, 3), steps_timed=len(times),
@@ -532,20 +533,17 @@ def bench_generate(ctx):
         for B in parse_ints(a.gen_batches):
             reset_peak(ctx.dev)
             ids = random_tokens(ctx, B, a.gen_prompt_len, salt=3)
-            try:
+            def timed():
                 gen(ids, 4)  # untimed warm-up at this batch: kernels, allocator, cuBLAS
                 sync(ctx.dev)
                 t0 = time.perf_counter()
                 out = gen(ids, N)
                 sync(ctx.dev)
-                t = time.perf_counter() - t0
                 assert out.shape == (B, a.gen_prompt_len + N), out.shape
-                del out
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
-                if not is_oom(e):
-                    raise
-                t = None
-            if t is None:
+                return time.perf_counter() - t0
+
+            t, oom = run_or_oom(timed)
+            if oom:
                 free_memory(ctx.dev)
                 ctx.record("generate", batch=B, gen_prompt_len=a.gen_prompt_len, new_tokens=N,
                            oom=True)
