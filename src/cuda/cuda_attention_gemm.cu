@@ -24,8 +24,16 @@
 
 #include <math.h>
 
-/* Workspace bound: scores (fp32) + probabilities (bf16) of one chunk. */
+/* Workspace bound: scores (fp32) + probabilities (bf16) of one chunk.  A
+ * sequence whose scores alone exceed it goes to the flash kernels;
+ * MODPO_CUDA_ATTENTION_MB lowers the chunk size only (tests force chunks of
+ * one sequence with it). */
 #define SCORE_BYTES_MAX ((size_t)2 << 30)
+
+static size_t chunk_bytes_max(const CuState *st)
+{
+    return st->attn_ws_limit ? st->attn_ws_limit : SCORE_BYTES_MAX;
+}
 
 struct Geometry {
     int n_heads, rep, hd, L; /* rep: query heads per key/value head */
@@ -452,10 +460,10 @@ static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, cons
 }
 
 /* Sequences per chunk so that the scores stay within the workspace bound. */
-static int chunk_size(const Geometry &g)
+static int chunk_size(const CuState *st, const Geometry &g)
 {
     size_t one = score_bytes(g, 1);
-    int k = (int)(SCORE_BYTES_MAX / one);
+    int k = (int)(chunk_bytes_max(st) / one);
     return k < 1 ? 1 : k > g.ns ? g.ns : k;
 }
 
@@ -463,7 +471,7 @@ int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, 
                               Error *err)
 {
     Geometry g = geometry_of(st, rows);
-    int per = chunk_size(g), n_seq = rows->n_seq;
+    int per = chunk_size(st, g), n_seq = rows->n_seq;
     for (int s0 = 0; s0 < n_seq; s0 += per) {
         g.s0 = s0;
         g.ns = n_seq - s0 < per ? n_seq - s0 : per;
@@ -476,7 +484,7 @@ int cu_attention_gemm_backward(CuState *st, const CuRows *rows, const CuAttn *a,
                                bf16 *dq, bf16 *dk, bf16 *dv, Error *err)
 {
     Geometry g = geometry_of(st, rows);
-    int per = chunk_size(g), n_seq = rows->n_seq;
+    int per = chunk_size(st, g), n_seq = rows->n_seq;
     for (int s0 = 0; s0 < n_seq; s0 += per) {
         g.s0 = s0;
         g.ns = n_seq - s0 < per ? n_seq - s0 : per;

@@ -494,6 +494,8 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     st->kept.stream = st->scratch.stream = st->stream;
     const char *attn = getenv("MODPO_CUDA_ATTENTION");
     st->attn_flash_only = attn && strcmp(attn, "flash") == 0;
+    const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
+    if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
     const char *prof = getenv("MODPO_CUDA_PROFILE");
     if (prof && strcmp(prof, "1") == 0) {
         st->prof = (CuProfile *)calloc(1, sizeof *st->prof);

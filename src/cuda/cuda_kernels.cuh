@@ -152,6 +152,7 @@ struct CuState {
     int attn_flash_only;         /* MODPO_CUDA_ATTENTION=flash: never the GEMM path */
     void *attn_ws;               /* the GEMM attention's workspace (stream-ordered) */
     size_t attn_ws_bytes;
+    size_t attn_ws_limit;        /* MODPO_CUDA_ATTENTION_MB (0: the default bound) */
     CuProfile *prof;             /* NULL unless MODPO_CUDA_PROFILE=1 */
     /* outputs: device -> pinned (async) -> caller's memory at sync */
     char *pinned;

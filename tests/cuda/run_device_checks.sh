@@ -9,7 +9,7 @@
 #      model (tests/cuda/run_torch_check.sh).
 # Needs build-cuda/modpo, build-cuda/tests/cuda/check_cuda_backend and
 # .device/lib.tgz (tools/device_bundle.sh) carried along; logs go to $OUT.
-#   bash tests/cuda/run_device_checks.sh [parity] [memcheck] [pipeline] [torch]
+#   bash tests/cuda/run_device_checks.sh [parity] [parity-variants] [memcheck] [pipeline] [torch]
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .device
@@ -26,6 +26,14 @@ case $step in
 parity)
     echo "== parity"
     timeout 300 $T 2>&1 | tee "$OUT/check.log"
+    ;;
+parity-variants)
+    # The other attention paths: the flash kernels, and the GEMM path in
+    # chunks of a few sequences (a 1 MB workspace bound).
+    echo "== parity, MODPO_CUDA_ATTENTION=flash"
+    MODPO_CUDA_ATTENTION=flash timeout 300 $T 2>&1 | grep -E "FAIL|PASSED|cosine \(all\)"
+    echo "== parity, MODPO_CUDA_ATTENTION_MB=1"
+    MODPO_CUDA_ATTENTION_MB=1 timeout 300 $T 2>&1 | grep -E "FAIL|PASSED|cosine \(all\)"
     ;;
 memcheck)
     echo "== memcheck (tiny)"
