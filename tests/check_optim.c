@@ -263,11 +263,14 @@ START_TEST(test_threads_change_no_bit)
         adamw_free(&opt);
     }
     omp_set_num_threads(saved);
-    ck_assert_msg(fabsl(sums[0] - ref) <= 1e-12L * ref, "sum of squares %.17g vs %.17Lg", sums[0], ref);
+    ck_assert_msg(fabsl(sums[0] - ref) <= 1e-12L * ref, "sum of squares %.17g vs %.17Lg",
+                  sums[0], ref);
+    size_t bytes = n * sizeof(float);
     for (int t = 1; t < 3; t++) {
-        ck_assert_msg(sums[t] == sums[0], "%d threads: %.17g, 1 thread: %.17g", t + 1, sums[t], sums[0]);
-        ck_assert_msg(memcmp(params[t], params[0], n * sizeof(float)) == 0, "AdamW params differ at %d threads", t + 1);
-        ck_assert_msg(memcmp(m[t], m[0], n * sizeof(float)) == 0, "AdamW moments differ at %d threads", t + 1);
+        ck_assert_msg(sums[t] == sums[0], "%d threads: %.17g, 1 thread: %.17g", t + 1, sums[t],
+                      sums[0]);
+        ck_assert_msg(memcmp(params[t], params[0], bytes) == 0, "params differ at %d threads", t + 1);
+        ck_assert_msg(memcmp(m[t], m[0], bytes) == 0, "moments differ at %d threads", t + 1);
     }
     for (int t = 0; t < 3; t++) {
         free(params[t]);

@@ -61,8 +61,8 @@ int cu_attention_gemm_usable(const CuState *st, const CuRows *rows)
 {
     Geometry g = geometry_of(st, rows);
     /* 16-byte accesses: head halves and row strides in multiples of 8 values */
-    return (rows->cache_row == NULL || rows->fresh_cache) && g.hd % 16 == 0 && llama_kv_dim(&st->c) % 8 == 0 &&
-           score_bytes(g, 1) <= SCORE_BYTES_MAX;
+    return (rows->cache_row == NULL || rows->fresh_cache) && g.hd % 16 == 0 &&
+           llama_kv_dim(&st->c) % 8 == 0 && score_bytes(g, 1) <= SCORE_BYTES_MAX;
 }
 
 /* ---------------- the workspace ---------------- */

@@ -62,8 +62,8 @@ int cu_kv_create(Backend *b, int n_slots, int max_len, KvCache **out, Error *err
 }
 
 /* Uploads the rows (host arrays in st->hints order, see run_rows), runs the
- * forward with the cache (fresh: a prefill, every key among these rows), and queues the logits of each sequence's last row
- * for out[slot[i] * V]. */
+ * forward with the cache (fresh: a prefill, every key among these rows),
+ * and queues the logits of each sequence's last row for out[slot[i] * V]. */
 static int run_rows(Backend *b, KvCache *kv, BackendAdapter *a, int ns, int n_rows, int max_q,
                     int max_k, int fresh, const int32_t *h, const int *slot, float *out, Error *err)
 {
