@@ -591,6 +591,12 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(k, "--gemm-tflops")) a->gemm_tflops = atof(v);
         else return fprintf(stderr, "unknown option %s\n", k), -1;
     }
+    char what[256];
+    snprintf(what, sizeof what, "%s", a->what);
+    for (char *w = strtok(what, ","); w; w = strtok(NULL, ","))
+        if (strcmp(w, "gemm") && strcmp(w, "modpo") && strcmp(w, "precompute") && strcmp(w, "decode"))
+            return fprintf(stderr, "--what: unknown measurement '%s' (gemm, modpo, precompute, "
+                           "decode)\n", w), -1;
     if (a->seq_len < 2 || a->prompt_len < 1 || a->prompt_len >= a->seq_len || a->steps < 1 ||
         a->warmup < 0 || a->gen_new < 2 || a->gen_prompt_len < 1)
         return fprintf(stderr, "bad lengths or step counts\n"), -1;
