@@ -24,7 +24,7 @@
  *   cuda_bench [--what gemm,modpo,precompute,decode] [--preset llama2-7b]
  *              [--pairs 1,2,4,8] [--seq-len 512] [--prompt-len 256]
  *              [--batches 8,16,32] [--gen-batches 1,64] [--gen-prompt-len 128]
- *              [--gen-new 128] [--steps 5] [--warmup 2] [--out FILE]
+ *              [--gen-new 128] [--steps 5] [--warmup 2] [--recompute 0|1] [--out FILE]
  *
  * Each measurement prints one JSON line (and appends it to --out).  FLOPs
  * follow the PyTorch script's convention: N_mm = parameters of every Linear
@@ -62,6 +62,7 @@ typedef struct {
     int quiet;      /* no records */
     IntList pairs, batches, gen_batches;
     int seq_len, prompt_len, gen_prompt_len, gen_new, steps, warmup, group_size;
+    int recompute;      /* activation recomputation in the training step */
     double gemm_tflops; /* measured in this run (or --gemm-tflops), for MFU */
     DistComm *group;    /* this rank's data-parallel group */
     int n_groups;
@@ -117,9 +118,9 @@ static void rec_begin(Record *r, const char *bench, const Args *a)
     r->len = 0;
     rec_add(r, "{\"bench\": \"%s\", \"impl\": \"modpo-cuda\", \"card\": \"%s\", \"date\": \"%s\", "
             "\"shape\": \"%s\", \"seq_len\": %d, \"prompt_len\": %d, \"ranks_per_group\": %d, "
-            "\"groups\": %d, \"group\": %d",
+            "\"groups\": %d, \"group\": %d, \"recompute\": %d",
             bench, card, date, a->preset, a->seq_len, a->prompt_len, dist_size(a->group),
-            a->n_groups, a->group ? a->group->color : 0);
+            a->n_groups, a->group ? a->group->color : 0, a->recompute);
 }
 
 /* Only a group's first rank reports. */
@@ -589,6 +590,7 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(k, "--group-size")) a->group_size = atoi(v);
         else if (!strcmp(k, "--model-dir")) a->model_dir = v;
         else if (!strcmp(k, "--gemm-tflops")) a->gemm_tflops = atof(v);
+        else if (!strcmp(k, "--recompute")) a->recompute = atoi(v);
         else return fprintf(stderr, "unknown option %s\n", k), -1;
     }
     char what[256];
@@ -697,6 +699,7 @@ static int run(Args *args, int world_size)
         fprintf(stderr, "cuda_bench: %s\n", err.msg);
         return 1;
     }
+    cuda_backend_set_recompute(be, a.recompute);
     fprintf(stderr, "random %s model on the GPU in %.1f s\n", a.preset, now() - t0);
     int rc = 0;
     if (!rc && wants(&a, "modpo")) rc = bench_modpo(&a, be, &err);

@@ -36,6 +36,7 @@ typedef struct {
     int seed;
     char device[16];        /* cpu | cuda */
     int threads;            /* 0: OpenMP's default */
+    int recompute;          /* cuda: activation recomputation in the backward */
     bool strict;            /* the paper config: the keys that define a run must be explicit */
 
     /* model */

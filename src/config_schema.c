@@ -39,6 +39,9 @@ const KeySpec config_schema[] = {
     INT_KEY("run.seed", seed, 0, 0, "seed for shuffling, LoRA init and sampling"),
     CHOICE_KEY("run.device", device, "cpu|cuda", "compute backend"),
     INT_KEY("run.threads", threads, 0, 0, "CPU threads (0: OpenMP's default)"),
+    BOOL_KEY("run.recompute", recompute,
+             "cuda: keep only each layer's input and recompute its activations in the backward "
+             "(long sequences; one more forward a step)"),
     BOOL_KEY("run.strict", strict, "require the keys that define a run to be set explicitly"),
 
     STR_KEY("model.path", model_path, 0, "Hugging Face Llama directory of the base model"),

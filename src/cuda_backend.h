@@ -22,6 +22,12 @@ int cuda_backend_create(const LlamaModel *model, int device, Backend **out, Erro
 int cuda_backend_create_random(const LlamaConfig *config, int device, uint64_t seed,
                                Backend **out, Error *err);
 
+/* With `on`, training passes (logps with keep) keep only each layer's fp32
+ * input and the backward recomputes the layer's activations from it: about
+ * 16 KB a token a layer kept instead of ~116 KB (7B shape), for one more
+ * forward without down_proj.  Takes effect at the next logps. */
+void cuda_backend_set_recompute(Backend *b, int on);
+
 /* With MODPO_CUDA_PROFILE=1: GPU milliseconds per phase since the last
  * call (resolved at syncs), names[i] for ms[i]; returns how many (0 when
  * not profiling).  Resets the totals. */

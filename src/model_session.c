@@ -13,8 +13,12 @@ static int create_backend(ModelSession *s, const Config *cfg, Error *err)
 {
     if (strcmp(cfg->device, "cpu") == 0) return cpu_backend_create(&s->model, NULL, &s->backend, err);
 #ifdef MODPO_CUDA
-    if (strcmp(cfg->device, "cuda") == 0)
-        return cuda_backend_create(&s->model, cuda_backend_default_device(), &s->backend, err);
+    if (strcmp(cfg->device, "cuda") == 0) {
+        if (cuda_backend_create(&s->model, cuda_backend_default_device(), &s->backend, err))
+            return -1;
+        cuda_backend_set_recompute(s->backend, cfg->recompute);
+        return 0;
+    }
 #endif
     return error_set(err, "run.device = \"%s\": this build has no %s backend (use run.device = \"cpu\")",
                      cfg->device, cfg->device);

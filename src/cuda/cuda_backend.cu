@@ -552,6 +552,11 @@ extern "C" int cuda_backend_create(const LlamaModel *model, int device, Backend 
     return backend_new(model, &model->config, device, 0, out, err);
 }
 
+extern "C" void cuda_backend_set_recompute(Backend *b, int on)
+{
+    cu_state(b)->recompute = on != 0;
+}
+
 extern "C" int cuda_backend_profile(Backend *b, double *ms, const char **names, int cap)
 {
     CuState *st = cu_state(b);

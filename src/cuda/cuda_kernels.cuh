@@ -114,13 +114,16 @@ struct CuActs {
     float *lse;                /* [n, H] attention log-sum-exp */
     bf16 *h1, *q, *k, *v, *attn, *h2, *gate, *up, *act;
     bf16 *u[LORA_N_TARGETS];   /* x A^T of each adapted projection, [n, r] */
+    int rerun;                 /* the backward's recomputation: down_proj's output unused */
 };
 
 struct CuForward {
     CuRows rows;
     CuLabels lab;
     int keep;
+    int recompute;         /* kept pass that keeps only each layer's input (x_in) */
     CuActs *layers;        /* [L] when kept, else [1] reused */
+    CuActs *work;          /* recompute: the one full set every layer is rerun into */
     float *x_final;        /* [n, D] */
     const BackendAdapter *adapter;
     int n_seq, seq_len;
@@ -148,6 +151,8 @@ struct CuState {
     CuForward fwd;
     CuActs *kept_layers;         /* [L] */
     CuActs scratch_layer;
+    CuActs recompute_layer;
+    int recompute;               /* cuda_backend_set_recompute */
     int has_fwd;
     int attn_flash_only;         /* MODPO_CUDA_ATTENTION=flash: never the GEMM path */
     void *attn_ws;               /* the GEMM attention's workspace (stream-ordered) */

@@ -234,8 +234,43 @@ static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, Cu
     TRY(cu_linear_forward(st, &lu, n, a->h2, a->up, 0, 0.0f, a->u[LORA_UP_PROJ], err));
     CU_PHASE(st, CU_PH_MLP_ACT);
     TRY(cu_swiglu_forward(st, (size_t)n * c->intermediate_size, a->gate, a->up, a->act, err));
+    if (a->rerun && !ld.a) return 0; /* the backward reads nothing down_proj makes */
     CU_PHASE(st, CU_PH_LINEAR_FWD);
     return cu_linear_forward(st, &ld, n, a->act, x, 1, 1.0f, a->u[LORA_DOWN_PROJ], err);
+}
+
+/* Recomputation keeps one fp32 row of the residual per layer (x_in) and
+ * a single full set of activations that the backward refills layer by
+ * layer: 16 KB a row a layer instead of ~116 KB, for one more forward. */
+static int recompute_alloc(CuState *st, const BackendAdapter *ad, CuForward *f, CuArena *ar,
+                           Error *err)
+{
+    int n = f->rows.n_rows, L = st->c.num_hidden_layers;
+    size_t nd = (size_t)n * st->c.hidden_size;
+    f->layers = st->kept_layers;
+    f->work = &st->recompute_layer;
+    TRY(acts_alloc(st, ad, n, NULL, f->work, ar, err));
+    for (int l = 0; l < L; l++) {
+        memset(&f->layers[l], 0, sizeof f->layers[l]);
+        f->layers[l].x_in = cu_alloc<float>(ar, nd);
+    }
+    f->work->x_mid = cu_alloc<float>(ar, nd);
+    return cu_arena_check(ar, "the kept layer inputs", err);
+}
+
+/* Fills f->work with layer l's activations again, from its kept input. */
+static int recompute_layer(CuState *st, const BackendAdapter *ad, const CuForward *f, int l,
+                           float *x, Error *err)
+{
+    CuActs *a = f->work;
+    size_t bytes = (size_t)f->rows.n_rows * st->c.hidden_size * sizeof(float);
+    CU_TRY(cudaMemcpyAsync(x, f->layers[l].x_in, bytes, cudaMemcpyDeviceToDevice, st->stream));
+    a->x_in = NULL;
+    a->rerun = 1;
+    int rc = layer_forward(st, ad, f, NULL, l, a, x, err);
+    a->rerun = 0;
+    a->x_in = f->layers[l].x_in;
+    return rc;
 }
 
 int cu_model_forward(CuState *st, const BackendAdapter *ad, CuForward *f, KvCache *kv,
@@ -243,23 +278,36 @@ int cu_model_forward(CuState *st, const BackendAdapter *ad, CuForward *f, KvCach
 {
     const LlamaConfig *c = &st->c;
     int n = f->rows.n_rows, n_layers = c->num_hidden_layers;
+    f->recompute = f->keep && st->recompute;
     f->layers = f->keep ? st->kept_layers : &st->scratch_layer;
-    int n_sets = f->keep ? n_layers : 1;
+    int n_sets = f->keep && !f->recompute ? n_layers : f->recompute ? 0 : 1;
+    if (f->recompute) TRY(recompute_alloc(st, ad, f, arena, err));
     CuActs shared;
-    if (f->keep) { /* the buffers no backward reads, shared by the kept layers */
+    if (n_sets > 1) { /* the buffers no backward reads, shared by the kept layers */
         memset(&shared, 0, sizeof shared);
         shared.h2 = cu_alloc<bf16>(arena, (size_t)n * c->hidden_size);
         shared.act = cu_alloc<bf16>(arena, (size_t)n * c->intermediate_size);
         TRY(cu_arena_check(arena, "activations", err));
     }
     for (int i = 0; i < n_sets; i++)
-        TRY(acts_alloc(st, ad, n, f->keep ? &shared : NULL, &f->layers[i], arena, err));
+        TRY(acts_alloc(st, ad, n, n_sets > 1 ? &shared : NULL, &f->layers[i], arena, err));
     float *x = cu_alloc<float>(arena, (size_t)n * c->hidden_size);
     TRY(cu_arena_check(arena, "the residual stream", err));
     CU_PHASE(st, CU_PH_OTHER);
     TRY(cu_embed(st, n, f->rows.tok, x, err));
-    for (int l = 0; l < n_layers; l++)
-        TRY(layer_forward(st, ad, f, kv, l, &f->layers[f->keep ? l : 0], x, err));
+    for (int l = 0; l < n_layers; l++) {
+        CuActs *a = &f->layers[f->keep ? l : 0];
+        float *x_mid = NULL; /* only the backward's rerun needs it */
+        if (f->recompute) { /* computes in the work set, keeps only the input */
+            f->work->x_in = a->x_in;
+            a = f->work;
+            x_mid = a->x_mid;
+            a->x_mid = NULL;
+        }
+        int rc = layer_forward(st, ad, f, kv, l, a, x, err);
+        if (x_mid) a->x_mid = x_mid;
+        TRY(rc);
+    }
     f->x_final = x;
     f->adapter = ad;
     return 0;
@@ -362,9 +410,16 @@ int cu_model_backward(CuState *st, const BackendAdapter *ad, const CuForward *f,
     CU_PHASE(st, CU_PH_HEAD_BWD);
     CU_TRY(cudaMemsetAsync(b.dx, 0, (size_t)n * c->hidden_size * sizeof(float), st->stream));
     TRY(cu_logprobs_backward(st, f, dlogps, b.dx, err));
+    float *x_rerun = NULL;
+    if (f->recompute) {
+        x_rerun = cu_alloc<float>(arena, (size_t)n * c->hidden_size);
+        TRY(cu_arena_check(arena, "the recomputed residual", err));
+    }
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
-        TRY(mlp_backward(st, ad, l, n, &f->layers[l], &b, err));
-        TRY(attention_backward(st, ad, l, f, &f->layers[l], &b, err));
+        if (f->recompute) TRY(recompute_layer(st, ad, f, l, x_rerun, err));
+        const CuActs *a = f->recompute ? f->work : &f->layers[l];
+        TRY(mlp_backward(st, ad, l, n, a, &b, err));
+        TRY(attention_backward(st, ad, l, f, a, &b, err));
     }
     CU_PHASE(st, CU_PH_OTHER);
     return 0;

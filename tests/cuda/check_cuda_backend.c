@@ -9,7 +9,8 @@
  *   - decode: prefill + decode steps (one slot paused) against the CPU
  *     decode and against the CUDA full forward (debug_logits) at the same
  *     positions;
- *   - the time of a CUDA logps + backward (median of 5).
+ *   - the time of a CUDA logps + backward (median of 5);
+ *   - activation recomputation: the same logps and gradients as the kept pass.
  * Weights are rounded to bf16 first, so both backends run the same model.
  * Runs on a machine with a GPU; prints one line per check and exits 1 if
  * any fails.  Usage: check_cuda_backend [case ...]  (default: every case;
@@ -214,6 +215,41 @@ static void run_backend(Backend *be, LoraAdapter *ad, const Batch *b, const floa
     be->ops->adapter_unbind(be, ba);
 }
 
+/* Activation recomputation (cuda_backend_set_recompute) reruns the same
+ * kernels on the same inputs: its logps and gradients must equal the kept
+ * pass's up to reduction order. */
+static void check_recompute(Backend *be, LoraAdapter *ad, const Batch *b, const float *dlogps,
+                            const Result *kept)
+{
+    Error err;
+    BackendAdapter *ba = NULL;
+    float *logps = calloc((size_t)b->n_seq, sizeof(float));
+    die(be->ops->adapter_bind(be, ad, &ba, &err), &err, "bind");
+    cuda_backend_set_recompute(be, 1);
+    double t[3];
+    for (int i = 0; i < 3; i++) {
+        double t0 = now_ms();
+        die(be->ops->adapter_zero_grads(be, ba, &err) ||
+            be->ops->logps(be, ba, b, logps, 1, &err) || be->ops->sync(be, &err) ||
+            be->ops->backward(be, ba, b, dlogps, &err) ||
+            be->ops->adapter_pull_grads(be, ba, &err), &err, "recompute step");
+        t[i] = now_ms() - t0;
+    }
+    cuda_backend_set_recompute(be, 0);
+    double worst = 0;
+    for (int s = 0; s < b->n_seq; s++) {
+        double e = fabs(logps[s] - kept->logps[s]) / fabs(kept->logps[s]);
+        worst = e > worst ? e : worst;
+    }
+    double n1, n2, cs = cosine(ad->grads, kept->grads, ad->n_params, &n1, &n2);
+    check(worst < 1e-6, "recompute: logps vs kept pass", "rel err %.3g", worst);
+    check(cs > 0.999999 && fabs(n1 / n2 - 1) < 1e-5, "recompute: grads vs kept pass",
+          "cos %.9f, norm ratio %.8f (step %.2f ms, fastest of 3)", cs, n1 / n2,
+          t[0] < t[1] ? (t[0] < t[2] ? t[0] : t[2]) : (t[1] < t[2] ? t[1] : t[2]));
+    be->ops->adapter_unbind(be, ba);
+    free(logps);
+}
+
 /* Decode logits vs the CUDA full forward at the same positions. */
 static double decode_vs_full(Backend *be, LoraAdapter *ad, const Batch *b, const int32_t *plen,
                              const float *dec)
@@ -330,6 +366,7 @@ static void run_case(const Case *cs)
     check(dec_err < DECODE_TOL, "decode logits vs cpu decode", "%.3g", dec_err);
     double full_err = decode_vs_full(gpu, &ad, &b, plen, rg.dec);
     check(full_err < DECODE_TOL, "decode logits vs cuda full forward", "%.3g", full_err);
+    check_recompute(gpu, &ad, &b, dlogps, &rg);
     backend_destroy(gpu);
     lora_adapter_free(&ad);
     llama_model_free(&model);

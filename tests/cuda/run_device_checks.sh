@@ -9,7 +9,8 @@
 #      model (tests/cuda/run_torch_check.sh).
 # Needs build-cuda/modpo, build-cuda/tests/cuda/check_cuda_backend and
 # .device/lib.tgz (tools/device_bundle.sh) carried along; logs go to $OUT.
-#   bash tests/cuda/run_device_checks.sh [parity] [parity-variants] [memcheck] [pipeline] [torch]
+#   bash tests/cuda/run_device_checks.sh [parity] [parity-variants] [memcheck]
+#       [racecheck] [initcheck] [synccheck] [diagnose] [pipeline] [recompute] [torch]
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .device
@@ -42,6 +43,20 @@ memcheck)
     echo "compute-sanitizer exit $?"
     grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log"
     ;;
+racecheck|initcheck|synccheck)
+    # The other compute-sanitizer tools on the tiny case: shared-memory races,
+    # reads of uninitialised device memory, invalid __syncthreads use.
+    echo "== $step (tiny)"
+    SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+    timeout 400 "$SAN" --tool $step $T tiny > "$OUT/$step.log" 2>&1
+    echo "compute-sanitizer --tool $step exit $?"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$OUT/$step.log"
+    ;;
+diagnose)
+    # Where a bf16 Llama's gradient error comes from (torch, fp32 with chosen roundings).
+    echo "== diagnose (7B shape)"
+    PYTHONUNBUFFERED=1 timeout 400 python3 tests/cuda/diagnose_bf16_error.py 2>&1 | grep -v -i warn | tee "$OUT/diagnose.log"
+    ;;
 pipeline)
     echo "== pipeline"
     S="--set modpo.steps=50 --set modpo.log_steps=1 --set modpo.learning_rate=1e-3 --set modpo.eval_steps=25 --set modpo.save_steps=25"
@@ -56,6 +71,16 @@ pipeline)
     python3 tests/cuda/compare_curves.py runs-cpu/tiny runs-mix/tiny runs-cuda/tiny 2>&1 | tee "$OUT/curves.txt"
     tar czf "$OUT/runs.tgz" runs-cpu/tiny/*/metrics.jsonl runs-cuda/tiny/*/metrics.jsonl \
         runs-mix/tiny/*/metrics.jsonl runs-cpu/tiny/score runs-cuda/tiny/score runs-cuda/tiny/gen 2>/dev/null
+    ;;
+recompute)
+    # The tiny pipeline on the GPU with run.recompute = true: every stage's
+    # loss curve against the kept-activation GPU run (needs 'pipeline' first).
+    echo "== pipeline with run.recompute = true"
+    S="--set modpo.steps=50 --set modpo.log_steps=1 --set modpo.learning_rate=1e-3 --set modpo.eval_steps=25 --set modpo.save_steps=25"
+    rm -rf runs-recompute
+    t0=$SECONDS; timeout 200 $B pipeline conf/tiny.cfg --set run.device=cuda --set run.recompute=true --set run.output_root=runs-recompute $S > "$OUT/pipeline-recompute.log" 2>&1
+    echo "cuda pipeline (recompute) exit $? in $((SECONDS - t0)) s"
+    python3 tests/cuda/compare_curves.py runs-cuda/tiny runs-recompute/tiny 2>&1 | tee "$OUT/curves-recompute.txt"
     ;;
 torch)
     echo "== torch (7B shape)"
