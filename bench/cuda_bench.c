@@ -24,7 +24,12 @@
  *   cuda_bench [--what gemm,modpo,precompute,decode] [--preset llama2-7b]
  *              [--pairs 1,2,4,8] [--seq-len 512] [--prompt-len 256]
  *              [--batches 8,16,32] [--gen-batches 1,64] [--gen-prompt-len 128]
- *              [--gen-new 128] [--steps 5] [--warmup 2] [--recompute 0|1] [--out FILE]
+ *              [--gen-new 128] [--steps 5] [--warmup 2] [--recompute 0|1]
+ *              [--optimizer backend|host] [--out FILE]
+ *
+ * --optimizer: where the MODPO step's clip + AdamW runs -- on the GPU
+ * (adamw_step, the trainer's default; gradients summed by NCCL in place) or
+ * on the host (gradients pulled, ZeRO-1 AdamW, params pushed back).
  *
  * Each measurement prints one JSON line (and appends it to --out).  FLOPs
  * follow the PyTorch script's convention: N_mm = parameters of every Linear
@@ -63,6 +68,7 @@ typedef struct {
     IntList pairs, batches, gen_batches;
     int seq_len, prompt_len, gen_prompt_len, gen_new, steps, warmup, group_size;
     int recompute;      /* activation recomputation in the training step */
+    int host_optimizer; /* --optimizer host: AdamW on the host, as before the device step */
     double gemm_tflops; /* measured in this run (or --gemm-tflops), for MFU */
     DistComm *group;    /* this rank's data-parallel group */
     int n_groups;
@@ -118,9 +124,10 @@ static void rec_begin(Record *r, const char *bench, const Args *a)
     r->len = 0;
     rec_add(r, "{\"bench\": \"%s\", \"impl\": \"modpo-cuda\", \"card\": \"%s\", \"date\": \"%s\", "
             "\"shape\": \"%s\", \"seq_len\": %d, \"prompt_len\": %d, \"ranks_per_group\": %d, "
-            "\"groups\": %d, \"group\": %d, \"recompute\": %d",
+            "\"groups\": %d, \"group\": %d, \"recompute\": %d, \"optimizer\": \"%s\"",
             bench, card, date, a->preset, a->seq_len, a->prompt_len, dist_size(a->group),
-            a->n_groups, a->group ? a->group->color : 0, a->recompute);
+            a->n_groups, a->group ? a->group->color : 0, a->recompute,
+            a->host_optimizer ? "host" : "backend");
 }
 
 /* Only a group's first rank reports. */
@@ -317,8 +324,30 @@ typedef struct {
     Batch batch;
     int pairs;
     float *logps, *dlogps, *ref, *margin;
-    double opt_seconds; /* pull, all-reduce + clip + AdamW, push */
+    int host_optimizer;
+    double opt_seconds; /* all-reduce + clip + AdamW (host: with the pull and the push) */
 } Step;
+
+static int sum_on_stream(void *ctx, float *x, size_t n, void *queue, Error *err)
+{
+    (void)n;
+    return grad_comm_allreduce_sum_queued((GradComm *)ctx, x, queue, err);
+}
+
+/* The trainer's two ways (trainer.c): on the device, or through the host. */
+static int optimizer_step(Step *s, Error *err)
+{
+    const BackendOps *o = s->be->ops;
+    double norm;
+    if (s->host_optimizer)
+        return o->adapter_pull_grads(s->be, s->pol, err) ||
+               zero_step(&s->zero, s->host->params, s->host->grads, 1.0, 1e-4, &norm, err) ||
+               o->adapter_push(s->be, s->pol, err) || o->sync(s->be, err) ? -1 : 0;
+    AdamW *opt = &s->zero.opt;
+    BackendAdamWStep req = {opt->cfg, ++opt->step, 1e-4, 1.0, {NULL, NULL}};
+    if (dist_is_multi(s->gc.comm)) req.sum = (BackendGradSum){sum_on_stream, &s->gc};
+    return o->adamw_step(s->be, s->pol, &req, &norm, err);
+}
 
 static int modpo_step(Step *s, Error *err)
 {
@@ -333,10 +362,8 @@ static int modpo_step(Step *s, Error *err)
     if (modpo_loss(&pb, s->margin, s->margin + P, 0.1, 0.5, PREF_LOSS_SIGMOID, 1.0, &m, &g, err) ||
         o->backward(s->be, s->pol, &s->batch, s->dlogps, err) || o->sync(s->be, err))
         return -1;
-    double t0 = now(), norm;
-    int rc = o->adapter_pull_grads(s->be, s->pol, err) ||
-             zero_step(&s->zero, s->host->params, s->host->grads, 1.0, 1e-4, &norm, err) ||
-             o->adapter_push(s->be, s->pol, err) || o->sync(s->be, err);
+    double t0 = now();
+    int rc = optimizer_step(s, err);
     s->opt_seconds += now() - t0;
     return rc ? -1 : 0;
 }
@@ -350,6 +377,7 @@ static int bench_modpo_pairs(const Args *a, Backend *be, BackendAdapter *pol, Lo
     s.pol = pol;
     s.host = host;
     s.pairs = P;
+    s.host_optimizer = a->host_optimizer;
     GradCommKind kind;
     if (grad_comm_kind_from_name("auto", "cuda", &kind) ||
         grad_comm_init(&s.gc, a->group, kind, host->n_params, err) ||
@@ -591,6 +619,8 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(k, "--model-dir")) a->model_dir = v;
         else if (!strcmp(k, "--gemm-tflops")) a->gemm_tflops = atof(v);
         else if (!strcmp(k, "--recompute")) a->recompute = atoi(v);
+        else if (!strcmp(k, "--optimizer") && (!strcmp(v, "host") || !strcmp(v, "backend")))
+            a->host_optimizer = !strcmp(v, "host");
         else return fprintf(stderr, "unknown option %s\n", k), -1;
     }
     char what[256];

@@ -35,47 +35,34 @@ void adamw_free(AdamW *opt)
     memset(opt, 0, sizeof *opt);
 }
 
-/* fma(a, b, c) rounded once to fp32.  torch's vectorised CPU kernels (AVX2,
- * AVX-512, NEON) fuse the multiply-add in lerp and addcmul; a double
- * multiply-add of fp32 operands (exact product) then one rounding gives the
- * same fp32 result without needing an FMA unit or a slow libm fmaf. */
-static inline float fma_f32(float a, float b, float c)
+AdamWScalars adamw_scalars(const AdamWConfig *c, int64_t t, double lr)
 {
-    return (float)((double)a * (double)b + (double)c);
+    AdamWScalars s;
+    s.decay = (float)(1.0 - lr * c->weight_decay);
+    s.w1 = (float)(1.0 - c->beta1);
+    s.b2 = (float)c->beta2;
+    s.w2 = (float)(1.0 - c->beta2);
+    s.neg_step = (float)(-(lr / (1.0 - pow(c->beta1, (double)t))));
+    s.bc2_sqrt = (float)pow(1.0 - pow(c->beta2, (double)t), 0.5); /* torch: bc2 ** 0.5 */
+    s.eps = (float)c->eps;
+    return s;
 }
 
-/* torch.lerp(a, b, w) on fp32: the branch on w keeps it exact at both ends. */
-static inline float lerp_f32(float a, float b, float w)
+void adamw_apply(const AdamWScalars *s, float *params, const float *grads, float *m, float *v,
+                 size_t n)
 {
-    return fabsf(w) < 0.5f ? fma_f32(w, b - a, a) : fma_f32(-(b - a), 1.0f - w, b);
+    /* Element-wise, so threads change no bit of the result. */
+#pragma omp parallel for if (n > 65536) schedule(static)
+    for (size_t i = 0; i < n; i++) adamw_update_one(s, grads[i], &params[i], &m[i], &v[i]);
 }
 
 int adamw_step(AdamW *opt, float *params, const float *grads, size_t n, double lr, Error *err)
 {
     if (n != opt->n)
         return error_set(err, "AdamW was made for %zu parameters, stepped with %zu", opt->n, n);
-    const AdamWConfig *c = &opt->cfg;
     opt->step++;
-    /* The scalars as torch forms them: Python doubles, rounded to fp32 when
-     * they meet an fp32 tensor. */
-    double t = (double)opt->step;
-    float decay = (float)(1.0 - lr * c->weight_decay);
-    float w1 = (float)(1.0 - c->beta1);
-    float b2 = (float)c->beta2, w2 = (float)(1.0 - c->beta2);
-    float neg_step = (float)(-(lr / (1.0 - pow(c->beta1, t))));
-    float bc2_sqrt = (float)pow(1.0 - pow(c->beta2, t), 0.5); /* torch: bc2 ** 0.5 */
-    float eps = (float)c->eps;
-    float *m = opt->m, *v = opt->v;
-    /* Element-wise, so threads change no bit of the result. */
-#pragma omp parallel for if (n > 65536) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float g = grads[i];
-        params[i] *= decay;
-        m[i] = lerp_f32(m[i], g, w1);                /* exp_avg.lerp_(g, 1 - beta1) */
-        v[i] = fma_f32(w2 * g, g, v[i] * b2);        /* exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2) */
-        float denom = sqrtf(v[i]) / bc2_sqrt + eps;  /* (v.sqrt() / bc2_sqrt).add_(eps) */
-        params[i] = params[i] + neg_step * m[i] / denom; /* addcdiv_(m, denom, -step_size) */
-    }
+    AdamWScalars sc = adamw_scalars(&opt->cfg, opt->step, lr);
+    adamw_apply(&sc, params, grads, opt->m, opt->v, n);
     return 0;
 }
 

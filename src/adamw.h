@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "optimizer_math.h"
 
 typedef struct {
     double beta1, beta2, eps, weight_decay;
@@ -42,6 +43,15 @@ void adamw_free(AdamW *opt);
  * size the optimizer was made for.  A step with lr 0 (the first warmup step
  * of Hugging Face's schedules) still advances m, v and step, as torch does. */
 int adamw_step(AdamW *opt, float *params, const float *grads, size_t n, double lr, Error *err);
+
+/* The scalars of step t (1-based) at learning rate lr. */
+AdamWScalars adamw_scalars(const AdamWConfig *c, int64_t t, double lr);
+
+/* params, m, v [n] updated in place by one step with scalars s (what
+ * adamw_step does after counting the step; backends keeping their own
+ * moments call it too). */
+void adamw_apply(const AdamWScalars *s, float *params, const float *grads, float *m, float *v,
+                 size_t n);
 
 /* Restores a saved state (a checkpoint's step, m and v of length n). */
 int adamw_set_state(AdamW *opt, int64_t step, const float *m, const float *v, size_t n, Error *err);

@@ -31,7 +31,8 @@
  *     asynchronously: they are valid after backend_sync().  A training step
  *     is logps(keep) -> sync -> loss on the host (a few floats) -> backward;
  *     that sync is the only one, and gradients stay on the backend across
- *     micro-batches until adapter_pull_grads.
+ *     micro-batches until adapter_pull_grads -- or never leave it, when the
+ *     backend takes the optimizer step itself (adamw_step).
  *   - Errors from asynchronous work may surface at the next call or at sync.
  *
  * Threading: a Backend is used by one thread at a time. */
@@ -40,6 +41,7 @@
 
 #include <stdint.h>
 
+#include "adamw.h"
 #include "batch.h"
 #include "error.h"
 #include "llama.h"
@@ -59,6 +61,23 @@ typedef struct KvCache {
     int32_t *len; /* [n_slots] tokens held by each slot; kept by prefill/decode_step */
     void *impl;   /* the backend's keys and values */
 } KvCache;
+
+/* Sums x[0..n) -- backend memory -- over the data-parallel ranks, in place,
+ * queued on `queue` (the backend's stream; NULL on the CPU) behind the work
+ * already there.  A NULL fn: one process, nothing to sum. */
+typedef struct {
+    int (*fn)(void *ctx, float *x, size_t n, void *queue, Error *err);
+    void *ctx;
+} BackendGradSum;
+
+/* One optimizer step done by the backend (adamw_step below). */
+typedef struct {
+    AdamWConfig cfg;
+    int64_t t;            /* the step being taken, 1-based (torch's state["step"] after it) */
+    double lr;
+    double max_grad_norm; /* <= 0: no clipping */
+    BackendGradSum sum;
+} BackendAdamWStep;
 
 typedef struct {
     const char *name; /* "cpu", "cuda" */
@@ -81,6 +100,23 @@ typedef struct {
     int (*adapter_pull_grads)(Backend *b, BackendAdapter *a, Error *err);
     /* zeroes the backend accumulator (and, on the CPU, host->grads) */
     int (*adapter_zero_grads)(Backend *b, BackendAdapter *a, Error *err);
+
+    /* ---- the optimizer on the backend (optional: NULL leaves it to the host) ----
+     * adamw_step: sums a's gradient accumulator over the ranks (step->sum),
+     * clips it by its global norm and applies AdamW to the backend's params,
+     * with the arithmetic of adamw.h and grad_clip.h; the moments stay on
+     * the backend (zero until the first step or an adamw_push).  *grad_norm:
+     * the norm before clipping; a non-finite norm is an error and changes
+     * nothing.  Afterwards host->params are stale until adamw_pull.  Waits
+     * for the norm, so it returns with the step's work done or queued last.
+     * adamw_pull: backend params -> host->params, and the moments -> m[n],
+     * v[n] unless NULL; synchronous.
+     * adamw_push: m[n], v[n] -> the backend's moments (a resume; the params
+     * go by adapter_push). */
+    int (*adamw_step)(Backend *b, BackendAdapter *a, const BackendAdamWStep *step,
+                      double *grad_norm, Error *err);
+    int (*adamw_pull)(Backend *b, BackendAdapter *a, float *m, float *v, Error *err);
+    int (*adamw_push)(Backend *b, BackendAdapter *a, const float *m, const float *v, Error *err);
 
     /* ---- training / scoring ----
      * out_logps[s] = sum over t with label_mask[t] of

@@ -39,6 +39,7 @@ void conf_defaults(Config *c)
     strcpy(c->run_tag, "default");
     c->seed = 42;
     strcpy(c->device, "cpu");
+    strcpy(c->optimizer, "auto");
     strcpy(c->model_path, "models/tiny");
     strcpy(c->model_preset, "tiny");
     strcpy(c->train_path, "data/helpsteer-sample/train.jsonl.gz");

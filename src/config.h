@@ -37,6 +37,7 @@ typedef struct {
     char device[16];        /* cpu | cuda */
     int threads;            /* 0: OpenMP's default */
     int recompute;          /* cuda: activation recomputation in the backward */
+    char optimizer[16];     /* auto | host | backend: where the AdamW step runs */
     bool strict;            /* the paper config: the keys that define a run must be explicit */
 
     /* model */

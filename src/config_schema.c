@@ -42,6 +42,10 @@ const KeySpec config_schema[] = {
     BOOL_KEY("run.recompute", recompute,
              "cuda: keep only each layer's input and recompute its activations in the backward "
              "(long sequences; one more forward a step)"),
+    CHOICE_KEY("run.optimizer", optimizer, "auto|host|backend",
+               "where the clip + AdamW step runs: backend (on the GPU with the gradients, all "
+               "moments on every rank), host (gradients to the host, moments sharded over the "
+               "ranks, ZeRO-1), auto (backend when the gradients can be summed there)"),
     BOOL_KEY("run.strict", strict, "require the keys that define a run to be set explicitly"),
 
     STR_KEY("model.path", model_path, 0, "Hugging Face Llama directory of the base model"),

@@ -7,8 +7,11 @@
 #include "backend_checks.h"
 #include "cpu_kernels.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "grad_clip.h"
 
 #define DEFAULT_LM_HEAD_CHUNK 64
 
@@ -57,6 +60,8 @@ static int cpu_adapter_bind(Backend *b, LoraAdapter *host, BackendAdapter **out,
     return 0;
 }
 
+static void cpu_moments_free(BackendAdapter *a);
+
 static void cpu_adapter_unbind(Backend *b, BackendAdapter *a)
 {
     CpuState *st = state_of(b);
@@ -64,7 +69,83 @@ static void cpu_adapter_unbind(Backend *b, BackendAdapter *a)
         st->has_fwd = 0;
         cpu_arena_reset(&st->kept);
     }
+    cpu_moments_free(a);
     free(a);
+}
+
+/* ---- the optimizer: AdamW's moments live in the BackendAdapter ---- */
+
+typedef struct {
+    float *m, *v; /* [n_params] */
+} CpuMoments;
+
+static void cpu_moments_free(BackendAdapter *a)
+{
+    CpuMoments *mo = a->impl;
+    if (!mo) return;
+    free(mo->m);
+    free(mo->v);
+    free(mo);
+    a->impl = NULL;
+}
+
+static CpuMoments *cpu_moments(BackendAdapter *a, Error *err)
+{
+    if (a->impl) return a->impl;
+    size_t n = a->host->n_params ? a->host->n_params : 1;
+    CpuMoments *mo = calloc(1, sizeof *mo);
+    if (mo) {
+        mo->m = calloc(n, sizeof *mo->m);
+        mo->v = calloc(n, sizeof *mo->v);
+    }
+    a->impl = mo;
+    if (!mo || !mo->m || !mo->v) {
+        cpu_moments_free(a);
+        error_set(err, "out of memory for AdamW state of %zu parameters", n);
+        return NULL;
+    }
+    return mo;
+}
+
+static int cpu_adamw_step(Backend *b, BackendAdapter *a, const BackendAdamWStep *step,
+                          double *grad_norm, Error *err)
+{
+    (void)b;
+    LoraAdapter *h = a->host;
+    CpuMoments *mo = cpu_moments(a, err);
+    if (!mo) return -1;
+    if (step->sum.fn && step->sum.fn(step->sum.ctx, h->grads, h->n_params, NULL, err)) return -1;
+    double sq = grad_sum_squares(h->grads, h->n_params);
+    *grad_norm = sqrt(sq);
+    if (!isfinite(*grad_norm)) return error_set(err, "the gradient norm is not finite (%g)", *grad_norm);
+    float coef = grad_clip_coef(*grad_norm, step->max_grad_norm);
+    if (coef < 1.0f)
+        for (size_t i = 0; i < h->n_params; i++) h->grads[i] *= coef;
+    AdamWScalars sc = adamw_scalars(&step->cfg, step->t, step->lr);
+    adamw_apply(&sc, h->params, h->grads, mo->m, mo->v, h->n_params);
+    return 0;
+}
+
+static int cpu_adamw_pull(Backend *b, BackendAdapter *a, float *m, float *v, Error *err)
+{
+    (void)b;
+    size_t n = a->host->n_params;
+    CpuMoments *mo = cpu_moments(a, err); /* params are the host's own */
+    if (!mo) return -1;
+    if (m) memcpy(m, mo->m, n * sizeof *m);
+    if (v) memcpy(v, mo->v, n * sizeof *v);
+    return 0;
+}
+
+static int cpu_adamw_push(Backend *b, BackendAdapter *a, const float *m, const float *v, Error *err)
+{
+    (void)b;
+    size_t n = a->host->n_params;
+    CpuMoments *mo = cpu_moments(a, err);
+    if (!mo) return -1;
+    memcpy(mo->m, m, n * sizeof *m);
+    memcpy(mo->v, v, n * sizeof *v);
+    return 0;
 }
 
 static int cpu_adapter_noop(Backend *b, BackendAdapter *a, Error *err)
@@ -174,6 +255,9 @@ static const BackendOps cpu_ops = {
     .adapter_push = cpu_adapter_noop,
     .adapter_pull_grads = cpu_adapter_noop,
     .adapter_zero_grads = cpu_adapter_zero_grads,
+    .adamw_step = cpu_adamw_step,
+    .adamw_pull = cpu_adamw_pull,
+    .adamw_push = cpu_adamw_push,
     .logps = cpu_logps,
     .backward = cpu_backward,
     .kv_create = cpu_kv_create,

@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "optimizer_math.h"
+
 /* Fixed blocks summed in order: the same bits for any number of threads. */
 #define SUM_BLOCK 65536
 
@@ -22,12 +24,7 @@ double grad_sum_squares(const float *g, size_t n)
 
 float grad_clip_coef(double total_norm, double max_norm)
 {
-    if (!(max_norm > 0.0) || !isfinite(total_norm)) return 1.0f;
-    /* torch: max_norm / (norm + 1e-6) is tensor.__rtruediv__, i.e.
-     * reciprocal(norm + 1e-6) * max_norm, all in fp32; then clamp(max=1). */
-    float denom = (float)total_norm + 1e-6f;
-    float coef = (1.0f / denom) * (float)max_norm;
-    return coef < 1.0f ? coef : 1.0f;
+    return clip_coef_of(total_norm, max_norm);
 }
 
 double grad_clip_norm(float *g, size_t n, double max_norm)

@@ -94,7 +94,7 @@ static int train_sft(const Config *cfg, const char *dir, const StageOptions *o, 
         SftObjective so = {ms->backend, h, &sft.train, &sft.val, cfg->sft.eval_size, cfg->sft.batch_size};
         TrainerSetup ts = {"sft", dir, &cfg->sft, (uint64_t)cfg->seed, ms->backend, a, h,
                            sft_objective(&so), o->quiet || !dist_is_root(o->comm), o->stop_after_step,
-                           o->comm};
+                           o->comm, cfg->optimizer};
         rc = trainer_run(&ts, res, err);
         ms->backend->ops->adapter_unbind(ms->backend, h);
     }
@@ -227,7 +227,7 @@ static int train_pref(const Config *cfg, const PrefStage *p, const char *dir, co
                             o->recompute_frozen, margin, cfg->margin_beta};
         TrainerSetup ts = {p->name, dir, p->tc, (uint64_t)cfg->seed, ms->backend, a, h,
                            pref_objective(&po), o->quiet || !dist_is_root(o->comm), o->stop_after_step,
-                           o->comm};
+                           o->comm, cfg->optimizer};
         rc = trainer_run(&ts, res, err);
     }
     if (h) ms->backend->ops->adapter_unbind(ms->backend, h);

@@ -26,6 +26,9 @@ typedef struct {
     size_t *idx;              /* [batch_size] one micro-batch's examples */
     double step_seconds;      /* gradients + optimizer, summed over the steps run */
     double cpu_seconds;       /* this process's CPU time in them */
+    bool opt_on_backend;      /* the backend takes the optimizer step (its adamw_step) */
+    bool host_params_stale;   /* the backend's params are ahead of the host adapter's */
+    float *full_m, *full_v;   /* [n] the whole moments, staged for a sharded checkpoint */
 } Run;
 
 static double cpu_seconds_now(void)
@@ -33,6 +36,26 @@ static double cpu_seconds_now(void)
     struct timespec t;
     if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0) return 0;
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The backend steps the optimizer itself when it can and its gradients can
+ * be summed where they are: one process, or NCCL on the device.  Otherwise
+ * the gradients come to the host for ZeRO-1 (dist_zero.h).  With the
+ * backend's step every rank keeps all the moments (an 8.4M-parameter
+ * adapter's are 67 MB); a checkpoint still stores them sharded. */
+static int optimizer_on_backend(const TrainerSetup *s, GradCommKind transport, bool *out,
+                                Error *err)
+{
+    const char *place = s->optimizer ? s->optimizer : "auto";
+    bool can = s->backend->ops->adamw_step != NULL;
+    if (strcmp(place, "host") == 0) *out = false;
+    else if (strcmp(place, "backend") == 0) *out = true;
+    else if (strcmp(place, "auto") == 0) *out = can && (!dist_is_multi(s->comm) || transport == GRAD_COMM_NCCL);
+    else return error_set(err, "run.optimizer: '%s' is not auto, host or backend", place);
+    if (*out && !can)
+        return error_set(err, "run.optimizer = backend: the %s backend has no optimizer step",
+                         s->backend->ops->name);
+    return 0;
 }
 
 static int run_init(Run *r, const TrainerSetup *s, Error *err)
@@ -52,6 +75,12 @@ static int run_init(Run *r, const TrainerSetup *s, Error *err)
         grad_comm_init(&r->gc, s->comm, transport, n, err) ||
         zero_init(&r->zero, &r->gc, n, adamw_default_config(tc->weight_decay), err))
         return -1;
+    if (optimizer_on_backend(s, transport, &r->opt_on_backend, err)) return -1;
+    if (r->opt_on_backend && dist_is_multi(s->comm)) {
+        r->full_m = calloc(n, sizeof *r->full_m);
+        r->full_v = calloc(n, sizeof *r->full_v);
+        if (!r->full_m || !r->full_v) return error_set(err, "out of memory");
+    }
     if (train_order_init(&r->order, s->seed, s->obj.n_train, err)) return -1;
     r->idx = calloc((size_t)tc->batch_size, sizeof *r->idx);
     r->st.best_params = malloc(n * sizeof(float));
@@ -74,6 +103,44 @@ static void run_free(Run *r)
     train_order_free(&r->order);
     free(r->idx);
     free(r->st.best_params);
+    free(r->full_m);
+    free(r->full_v);
+}
+
+/* A resumed checkpoint's moments (this rank's slice in r->zero.opt) onto
+ * the backend, which keeps them whole. */
+static int push_moments(Run *r, Error *err)
+{
+    const TrainerSetup *s = r->s;
+    const AdamW *opt = &r->zero.opt;
+    if (!dist_is_multi(s->comm)) return s->backend->ops->adamw_push(s->backend, s->handle, opt->m, opt->v, err);
+    size_t n = r->zero.n, b = r->zero.begin;
+    memset(r->full_m, 0, n * sizeof *r->full_m);
+    memset(r->full_v, 0, n * sizeof *r->full_v);
+    memcpy(r->full_m + b, opt->m, opt->n * sizeof *opt->m);
+    memcpy(r->full_v + b, opt->v, opt->n * sizeof *opt->v);
+    if (grad_comm_allgather(&r->gc, r->full_m, err) || grad_comm_allgather(&r->gc, r->full_v, err))
+        return error_prefix(err, "gathering the resumed AdamW moments: ");
+    return s->backend->ops->adamw_push(s->backend, s->handle, r->full_m, r->full_v, err);
+}
+
+/* The backend's params (and, for a checkpoint, its moments) back into the
+ * host adapter and this rank's slice of r->zero.opt. */
+static int pull_backend_state(Run *r, bool with_moments, Error *err)
+{
+    const TrainerSetup *s = r->s;
+    AdamW *opt = &r->zero.opt;
+    if (!r->opt_on_backend || (!with_moments && !r->host_params_stale)) return 0;
+    bool staged = dist_is_multi(s->comm);
+    float *m = !with_moments ? NULL : staged ? r->full_m : opt->m;
+    float *v = !with_moments ? NULL : staged ? r->full_v : opt->v;
+    if (s->backend->ops->adamw_pull(s->backend, s->handle, m, v, err)) return -1;
+    if (with_moments && staged) {
+        memcpy(opt->m, r->full_m + r->zero.begin, opt->n * sizeof *opt->m);
+        memcpy(opt->v, r->full_v + r->zero.begin, opt->n * sizeof *opt->v);
+    }
+    r->host_params_stale = false;
+    return 0;
 }
 
 static int resume(Run *r, TrainResult *res, Error *err)
@@ -86,7 +153,8 @@ static int resume(Run *r, TrainResult *res, Error *err)
     if (!found) return 0;
     res->resumed_from = r->st.step;
     if (r->root) fprintf(stderr, "modpo %s: resuming from step %ld\n", s->stage, r->st.step);
-    return s->backend->ops->adapter_push(s->backend, s->handle, err);
+    if (s->backend->ops->adapter_push(s->backend, s->handle, err)) return -1;
+    return r->opt_on_backend ? push_moments(r, err) : 0;
 }
 
 /* Sums a micro-batch's metrics into the step's running means. */
@@ -162,7 +230,29 @@ static int accumulate_gradients(Run *r, long step, ObjectiveStats *stats, Error 
             return error_prefix(err, "step %ld micro-batch %d: ", step + 1, m);
         accumulate(stats, &micro, share / tc->grad_accum);
     }
-    return b->ops->adapter_pull_grads(b, s->handle, err) || reduce_stats(r, stats, err) ? -1 : 0;
+    if (!r->opt_on_backend && b->ops->adapter_pull_grads(b, s->handle, err)) return -1;
+    return reduce_stats(r, stats, err);
+}
+
+/* sum_fn of BackendGradSum: NCCL on the backend's stream, or (host memory)
+ * the transport's all-reduce. */
+static int sum_gradients(void *ctx, float *x, size_t n, void *queue, Error *err)
+{
+    GradComm *gc = ctx;
+    if (n != gc->n) return error_set(err, "%zu gradients to sum, the group expects %zu", n, gc->n);
+    return queue ? grad_comm_allreduce_sum_queued(gc, x, queue, err) : grad_comm_allreduce_sum(gc, x, err);
+}
+
+static int backend_optimizer_step(Run *r, double lr, double *grad_norm, Error *err)
+{
+    const TrainerSetup *s = r->s;
+    AdamW *opt = &r->zero.opt;
+    BackendAdamWStep req = {opt->cfg, opt->step + 1, lr, s->tc->max_grad_norm, {NULL, NULL}};
+    if (dist_is_multi(s->comm)) req.sum = (BackendGradSum){sum_gradients, &r->gc};
+    if (s->backend->ops->adamw_step(s->backend, s->handle, &req, grad_norm, err)) return -1;
+    opt->step++;
+    r->host_params_stale = true;
+    return 0;
 }
 
 static int optimizer_step(Run *r, long step, double *grad_norm, double *lr, Error *err)
@@ -170,6 +260,10 @@ static int optimizer_step(Run *r, long step, double *grad_norm, double *lr, Erro
     const TrainerSetup *s = r->s;
     LoraAdapter *a = s->adapter;
     *lr = lr_schedule_lr(&r->sched, step);
+    if (r->opt_on_backend) {
+        if (backend_optimizer_step(r, *lr, grad_norm, err)) return error_prefix(err, "step %ld: ", step + 1);
+        return 0;
+    }
     if (zero_step(&r->zero, a->params, a->grads, s->tc->max_grad_norm, *lr, grad_norm, err))
         return error_prefix(err, "step %ld: ", step + 1);
     return s->backend->ops->adapter_push(s->backend, s->handle, err);
@@ -200,6 +294,7 @@ static int evaluate(Run *r, long step, Error *err)
     memset(&ev, 0, sizeof ev);
     if (s->obj.evaluate(s->obj.ctx, s->comm, &ev, err)) return error_prefix(err, "evaluation at step %ld: ", step);
     if (ev.loss < r->st.best_eval_loss) {
+        if (pull_backend_state(r, false, err)) return error_prefix(err, "evaluation at step %ld: ", step);
         r->st.best_eval_loss = ev.loss;
         r->st.best_step = step;
         memcpy(r->st.best_params, s->adapter->params, s->adapter->n_params * sizeof(float));
@@ -232,7 +327,8 @@ static int train_one_step(Run *r, double *loss, Error *err)
     if (step % tc->eval_steps == 0 || step == tc->steps)
         if (evaluate(r, step, err)) return -1;
     if (step % tc->save_steps == 0 || step == tc->steps)
-        if (train_state_save(s->dir, &r->st, tc->save_total_limit, err)) return -1;
+        if (pull_backend_state(r, true, err) || train_state_save(s->dir, &r->st, tc->save_total_limit, err))
+            return -1;
     char extra[96];
     snprintf(extra, sizeof extra, "loss %.4f", stats.loss);
     if (r->root) metrics_log_progress(&r->log, step, tc->steps, extra);
@@ -262,6 +358,7 @@ int trainer_run(const TrainerSetup *s, TrainResult *res, Error *err)
     r.log.quiet = s->quiet;
     rc = train_loop(&r, res, err);
     if (r.root) metrics_log_close(&r.log);
+    if (!rc) rc = pull_backend_state(&r, false, err);
     if (rc) goto done;
     if (r.st.best_step >= 0) {
         memcpy(s->adapter->params, r.st.best_params, s->adapter->n_params * sizeof(float));

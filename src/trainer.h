@@ -67,6 +67,8 @@ typedef struct {
      * sharded (ZeRO-1, dist/dist_zero.h) and rank 0 alone writes the logs
      * and the checkpoint index. */
     const DistComm *comm;
+    /* Where the optimizer step runs: "auto", "host" or "backend" (run.optimizer). */
+    const char *optimizer;
 } TrainerSetup;
 
 typedef struct {

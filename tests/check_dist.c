@@ -301,6 +301,42 @@ START_TEST(data_parallel_equals_single_process)
 }
 END_TEST
 
+/* run.optimizer = backend with several ranks: the gradients are summed
+ * where the backend keeps them and every rank steps all the moments (the
+ * CUDA backend's way, here on the CPU backend with MPI).  The same adapter
+ * as the host's ZeRO-1 in one process; its checkpoints still store the
+ * moments sharded, and runs resume across both ways and rank counts. */
+START_TEST(optimizer_on_the_backend_across_ranks)
+{
+    char rh[512], rb[512], rm[512], p[1024], args[1024];
+    root_of(rh, sizeof rh, "opt-host1");
+    root_of(rb, sizeof rb, "opt-backend2");
+    root_of(rm, sizeof rm, "opt-mixed");
+    snprintf(args, sizeof args, "%s --set run.optimizer=host", sft_args);
+    run_ok(0, rh, args, "opt-host1");
+    snprintf(args, sizeof args, "%s --set run.optimizer=backend", sft_args);
+    run_ok(2, rb, args, "opt-backend2");
+    double db = adapter_rel_diff(rh, rb, "sft");
+    /* backend at 2 ranks (sharded save) -> host at 1 -> backend at 2 (moments gathered) */
+    snprintf(args, sizeof args, "%s --set run.optimizer=backend --stop-after-step 2", sft_args);
+    run_ok(2, rm, args, "opt-mixed-a");
+    path_of(p, sizeof p, rm, "sft/checkpoints/checkpoint-00000002-shard-00001-of-00002.h5");
+    ck_assert_msg(exists(p), "missing %s", p);
+    snprintf(args, sizeof args, "%s --set run.optimizer=host --stop-after-step 4", sft_args);
+    run_ok(0, rm, args, "opt-mixed-b");
+    snprintf(args, sizeof args, "%s --set run.optimizer=backend", sft_args);
+    run_ok(2, rm, args, "opt-mixed-c");
+    double dm = adapter_rel_diff(rh, rm, "sft");
+    fprintf(stderr, "  optimizer on the backend, 2 ranks: adapter relative difference %.3g; "
+            "resumed backend -> host -> backend: %.3g\n", db, dm);
+    ck_assert_double_lt(db, 1e-6);
+    ck_assert_double_lt(dm, 1e-6);
+    char errlog[600];
+    snprintf(errlog, sizeof errlog, "grep -q 'resuming from step 4' %s/opt-mixed-c.err", tmp);
+    ck_assert_int_eq(system(errlog), 0);
+}
+END_TEST
+
 static const char small_stages[] =
     "--set sft.steps=4 --set sft.eval_steps=4 --set sft.save_steps=4 "
     "--set dpo.steps=4 --set dpo.eval_steps=4 --set dpo.save_steps=4 "
@@ -517,6 +553,7 @@ int main(void)
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_set_timeout(tc, 900);
         tcase_add_test(tc, data_parallel_equals_single_process);
+        tcase_add_test(tc, optimizer_on_the_backend_across_ranks);
         tcase_add_test(tc, modpo_groups_cache_generation);
         tcase_add_test(tc, sigkill_and_rerun);
         suite_add_tcase(s, tc);

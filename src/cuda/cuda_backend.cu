@@ -101,6 +101,7 @@ static void adapter_free(CuState *st, CuAdapter *ca)
     if (ca->params) cudaFree(ca->params);
     if (ca->grads) cudaFree(ca->grads);
     if (ca->pbf) cudaFree(ca->pbf);
+    cu_adamw_free(ca);
     if (ca->pinned_params) cudaHostUnregister(ca->pinned_params);
     if (ca->pinned_grads) cudaHostUnregister(ca->pinned_grads);
     free(ca);
@@ -328,6 +329,9 @@ static const BackendOps cuda_ops = {
     cu_adapter_push,
     cu_adapter_pull_grads,
     cu_adapter_zero_grads,
+    cu_adamw_step,
+    cu_adamw_pull,
+    cu_adamw_push,
     cu_logps,
     cu_backward,
     cu_kv_create,

@@ -77,6 +77,8 @@ struct CuAdapter {
     float *params, *grads; /* fp32 master weights and accumulated gradients */
     bf16 *pbf;             /* bf16 copy of params for the GEMMs (refreshed by push) */
     void *pinned_params, *pinned_grads; /* the host buffers, when cudaHostRegister took them */
+    float *m, *v;          /* AdamW's moments (cuda_adamw.cu), made on first use */
+    double *norm_work;     /* the gradient norm's partial sums, norm and clip coefficient */
     size_t n;
 };
 
@@ -192,6 +194,13 @@ void *cu_output_reserve(CuState *st, void *dst, size_t bytes, Error *err);
 int cu_output(CuState *st, void *dst, const void *src_dev, size_t bytes, Error *err);
 /* Waits for the stream and copies every pending output out. */
 int cu_flush(CuState *st, Error *err);
+
+/* ---- cuda_adamw.cu: the optimizer step on the device (BackendOps) ---- */
+int cu_adamw_step(Backend *b, BackendAdapter *a, const BackendAdamWStep *step, double *grad_norm,
+                  Error *err);
+int cu_adamw_pull(Backend *b, BackendAdapter *a, float *m, float *v, Error *err);
+int cu_adamw_push(Backend *b, BackendAdapter *a, const float *m, const float *v, Error *err);
+void cu_adamw_free(CuAdapter *ca);
 
 /* ---- cuda_gemm.cu: row-major C[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta C
  * with bf16 A, B, fp32 compute, C bf16 (c_f32 = 0) or fp32 (c_f32 = 1). */

@@ -186,6 +186,28 @@ int grad_comm_allreduce_sum(GradComm *g, float *x, Error *err)
     return rc;
 }
 
+int grad_comm_allreduce_sum_queued(GradComm *g, float *x, void *stream, Error *err)
+{
+    if (!dist_is_multi(g->comm) || g->n == 0) return 0;
+    if (g->kind != GRAD_COMM_NCCL)
+        return error_set(err, "summing device gradients needs the NCCL transport, not %s",
+                         grad_comm_kind_name(g->kind));
+    double t0 = monotonic_seconds();
+    int rc = -1;
+#ifdef MODPO_CUDA
+    NcclState *s = g->nccl;
+    rc = nccl_check(ncclAllReduce(x, x, g->n, ncclFloat32, ncclSum, s->comm, (cudaStream_t)stream),
+                    "ncclAllReduce (device gradients)", err);
+#else
+    (void)x;
+    (void)stream;
+    rc = error_set(err, "NCCL requested but modpo was built without CUDA (make CUDA=1)");
+#endif
+    g->seconds += monotonic_seconds() - t0;
+    g->calls++;
+    return rc;
+}
+
 int grad_comm_reduce_scatter_sum(GradComm *g, const float *full, float *slice, Error *err)
 {
     if (!dist_is_multi(g->comm)) {

@@ -47,6 +47,11 @@ void grad_comm_free(GradComm *g);
 
 /* x[0..n) summed over the ranks, in place. */
 int grad_comm_allreduce_sum(GradComm *g, float *x, Error *err);
+/* x[0..n) in device memory summed over the ranks in place by NCCL, queued
+ * on the CUDA stream `stream` behind its work, without waiting for it (the
+ * NCCL transport only: a backend that keeps its gradients on the device).
+ * `seconds` gets the time to enqueue, not the transfer. */
+int grad_comm_allreduce_sum_queued(GradComm *g, float *x, void *stream, Error *err);
 /* The sum over the ranks of full[0..n), this rank's shard of it written to
  * slice[0 .. end - begin). */
 int grad_comm_reduce_scatter_sum(GradComm *g, const float *full, float *slice, Error *err);

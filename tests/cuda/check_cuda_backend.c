@@ -10,7 +10,8 @@
  *     decode and against the CUDA full forward (debug_logits) at the same
  *     positions;
  *   - the time of a CUDA logps + backward (median of 5);
- *   - activation recomputation: the same logps and gradients as the kept pass.
+ *   - activation recomputation: the same logps and gradients as the kept pass;
+ *   - the optimizer on the device (adamw_step): the host AdamW's bits.
  * Weights are rounded to bf16 first, so both backends run the same model.
  * Runs on a machine with a GPU; prints one line per check and exits 1 if
  * any fails.  Usage: check_cuda_backend [case ...]  (default: every case;
@@ -22,7 +23,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "adamw.h"
 #include "backend.h"
+#include "grad_clip.h"
 #include "cuda_backend.h"
 #include "lora.h"
 #include "model_io.h"
@@ -250,6 +253,98 @@ static void check_recompute(Backend *be, LoraAdapter *ad, const Batch *b, const 
     free(logps);
 }
 
+/* Distance in units in the last place between two floats of one sign. */
+static long ulps(float a, float b)
+{
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    long d = (long)ia - (long)ib;
+    return d < 0 ? -d : d;
+}
+
+static long worst_ulps(const float *a, const float *b, size_t n, size_t *differ)
+{
+    long w = 0;
+    *differ = 0;
+    for (size_t i = 0; i < n; i++) {
+        long u = ulps(a[i], b[i]);
+        *differ += u != 0;
+        w = u > w ? u : w;
+    }
+    return w;
+}
+
+/* The device optimizer step (adamw_step) against the host's grad_clip_norm
+ * + adamw_step (checked against torch by tests/check_optim.c), from the same
+ * gradients: four steps, the first at lr 0, clipping on, off and on.  Both
+ * run optimizer_math.h, so params and moments should agree to the bit; the
+ * norm is summed in another order on the device, which may move the clip
+ * coefficient by an ulp.  Then: the bf16 copy the GEMMs use follows the new
+ * params, and a non-finite gradient is refused with nothing changed. */
+static void check_optimizer(Backend *be, LoraAdapter *ad, const Batch *b, const float *dlogps)
+{
+    Error err;
+    size_t n = ad->n_params;
+    float *saved = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
+    float *gh = malloc(n * sizeof(float)), *hp = malloc(n * sizeof(float));
+    float *m = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
+    float *lp_step = calloc((size_t)b->n_seq, sizeof(float)), *lp_push = calloc((size_t)b->n_seq, sizeof(float));
+    memcpy(saved, ad->params, n * sizeof(float));
+    BackendAdapter *ba = NULL;
+    die(be->ops->adapter_bind(be, ad, &ba, &err) || be->ops->adapter_zero_grads(be, ba, &err) ||
+        be->ops->logps(be, ba, b, lp_step, 1, &err) || be->ops->sync(be, &err) ||
+        be->ops->backward(be, ba, b, dlogps, &err) || be->ops->adapter_pull_grads(be, ba, &err),
+        &err, "optimizer: gradients");
+    memcpy(g, ad->grads, n * sizeof(float));
+    memcpy(hp, ad->params, n * sizeof(float));
+    double gnorm = sqrt(grad_sum_squares(g, n));
+    AdamW host;
+    die(adamw_init(&host, n, adamw_default_config(0.05), &err), &err, "adamw");
+    const double lr[4] = {0.0, 1e-3, 2e-3, 5e-4};
+    const double max_norm[4] = {0.5 * gnorm, 0.0, 2.0 * gnorm, 0.1 * gnorm};
+    double worst_norm = 0;
+    for (int k = 0; k < 4; k++) {
+        memcpy(gh, g, n * sizeof(float));
+        double hn = grad_clip_norm(gh, n, max_norm[k]), dn = 0;
+        die(adamw_step(&host, hp, gh, n, lr[k], &err), &err, "host adamw");
+        BackendAdamWStep req = {host.cfg, k + 1, lr[k], max_norm[k], {NULL, NULL}};
+        die(be->ops->adamw_step(be, ba, &req, &dn, &err), &err, "device adamw");
+        double e = fabs(dn - hn) / hn;
+        worst_norm = e > worst_norm ? e : worst_norm;
+    }
+    die(be->ops->adamw_pull(be, ba, m, v, &err), &err, "adamw_pull");
+    size_t dp, dm, dv;
+    long up = worst_ulps(ad->params, hp, n, &dp), um = worst_ulps(m, host.m, n, &dm),
+         uv = worst_ulps(v, host.v, n, &dv);
+    check(worst_norm < 1e-12, "optimizer: grad norm vs host", "rel diff %.3g (norm %.6g)", worst_norm, gnorm);
+    check(up <= 1 && um <= 1 && uv <= 1, "optimizer: 4 AdamW steps vs host",
+          "worst ulps params %ld (%zu of %zu differ), m %ld (%zu), v %ld (%zu)", up, dp, n, um, dm, uv, dv);
+    /* the bf16 copy: logps after the device step == logps after pushing its params */
+    die(be->ops->logps(be, ba, b, lp_step, 0, &err) || be->ops->sync(be, &err) ||
+        be->ops->adapter_push(be, ba, &err) || be->ops->logps(be, ba, b, lp_push, 0, &err) ||
+        be->ops->sync(be, &err), &err, "optimizer: logps");
+    check(memcmp(lp_step, lp_push, (size_t)b->n_seq * sizeof(float)) == 0,
+          "optimizer: bf16 copy follows the step", "logps seq 0 %.6f / %.6f", lp_step[0], lp_push[0]);
+    /* a NaN gradient: refused, params and moments unchanged */
+    float *bad = malloc((size_t)b->n_seq * sizeof(float));
+    memcpy(bad, dlogps, (size_t)b->n_seq * sizeof(float));
+    bad[0] = NAN;
+    die(be->ops->adapter_zero_grads(be, ba, &err) || be->ops->logps(be, ba, b, lp_step, 1, &err) ||
+        be->ops->sync(be, &err) || be->ops->backward(be, ba, b, bad, &err), &err, "optimizer: nan grads");
+    memcpy(hp, ad->params, n * sizeof(float));
+    BackendAdamWStep req = {host.cfg, 5, 1e-3, 1.0, {NULL, NULL}};
+    double dn = 0;
+    int rc = be->ops->adamw_step(be, ba, &req, &dn, &err);
+    die(be->ops->adamw_pull(be, ba, gh, NULL, &err), &err, "adamw_pull");
+    check(rc != 0 && memcmp(ad->params, hp, n * sizeof(float)) == 0 && memcmp(gh, m, n * sizeof(float)) == 0,
+          "optimizer: NaN gradient refused", "%s", rc ? err.msg : "accepted");
+    be->ops->adapter_unbind(be, ba);
+    memcpy(ad->params, saved, n * sizeof(float));
+    adamw_free(&host);
+    free(saved); free(g); free(gh); free(hp); free(m); free(v); free(lp_step); free(lp_push); free(bad);
+}
+
 /* Decode logits vs the CUDA full forward at the same positions. */
 static double decode_vs_full(Backend *be, LoraAdapter *ad, const Batch *b, const int32_t *plen,
                              const float *dec)
@@ -367,6 +462,7 @@ static void run_case(const Case *cs)
     double full_err = decode_vs_full(gpu, &ad, &b, plen, rg.dec);
     check(full_err < DECODE_TOL, "decode logits vs cuda full forward", "%.3g", full_err);
     check_recompute(gpu, &ad, &b, dlogps, &rg);
+    check_optimizer(gpu, &ad, &b, dlogps);
     backend_destroy(gpu);
     lora_adapter_free(&ad);
     llama_model_free(&model);
