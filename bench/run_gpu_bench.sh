@@ -2,7 +2,7 @@
 # The GPU benchmarks of issue 7 in one device-tool call, ours and PyTorch's
 # side by side on the same card (bench/README.md).  Needs build-cuda/bench/cuda_bench
 # and .device/lib.tgz (tools/device_bundle.sh) carried along; results go to $OUT.
-#   bash bench/run_gpu_bench.sh [ours] [torch] [startup]
+#   bash bench/run_gpu_bench.sh [ours] [torch] [startup] [optimizer] [dp]
 # MODPO_BENCH_PAIRS, MODPO_BENCH_STEPS override the micro-batches and steps.
 # Every record also goes to stdout whole: the device tool returns only a few
 # files from $OUT, so keep stdout (the records) as the copy of record.
@@ -42,6 +42,19 @@ torch)
     ;;
 startup)
     bash bench/run_startup.sh "$OUT"
+    ;;
+optimizer)
+    # The MODPO step with the clip + AdamW on the host (gradients pulled,
+    # params pushed) and on the GPU, side by side at MODPO_BENCH_PAIRS (8).
+    $B --what gemm --out "$R" 2>>"$OUT/ours.log"
+    G=$(python3 -c "import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if '\"gemm\"' in l and 'modpo-cuda' in l][-1]['gemm_tflops'])" "$R")
+    for p in ${MODPO_BENCH_PAIRS:-8}; do
+        for o in host backend; do
+            $B --what modpo --pairs "$p" --steps "$steps" --optimizer $o --gemm-tflops "$G" \
+                --out "$R" 2>>"$OUT/ours.log"
+        done
+    done
+    grep -E "error|cuda_bench" "$OUT/ours.log"
     ;;
 dp)
     n=$(nvidia-smi -L | wc -l)

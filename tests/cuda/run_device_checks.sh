@@ -48,7 +48,7 @@ racecheck|initcheck|synccheck)
     # reads of uninitialised device memory, invalid __syncthreads use.
     echo "== $step (tiny)"
     SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
-    timeout 400 "$SAN" --tool $step $T tiny > "$OUT/$step.log" 2>&1
+    timeout ${SAN_TIMEOUT:-400} "$SAN" --tool $step ${SAN_FLAGS:-} $T ${SAN_CASE:-tiny} > "$OUT/$step.log" 2>&1
     echo "compute-sanitizer --tool $step exit $?"
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$OUT/$step.log"
     ;;
