@@ -84,6 +84,7 @@ static int workspace(CuState *st, const Geometry &g, int backward, Work *w, Erro
         CU_TRY(cudaMallocAsync(&st->attn_ws, need, st->stream));
         st->attn_ws_bytes = need;
     }
+    if (st->poison) CU_TRY(cudaMemsetAsync(st->attn_ws, 0xFF, need, st->stream));
     char *p = (char *)st->attn_ws;
 #define TAKE(ptr, type, count)                                                             \
     do {                                                                                   \

@@ -496,6 +496,8 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     uint64_t threshold = UINT64_MAX;
     CU_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
     st->kept.stream = st->scratch.stream = st->stream;
+    const char *poison = getenv("MODPO_CUDA_POISON");
+    st->poison = st->kept.poison = st->scratch.poison = poison && strcmp(poison, "1") == 0;
     const char *attn = getenv("MODPO_CUDA_ATTENTION");
     st->attn_flash_only = attn && strcmp(attn, "flash") == 0;
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");

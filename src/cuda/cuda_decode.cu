@@ -47,8 +47,9 @@ int cu_kv_create(Backend *b, int n_slots, int max_len, KvCache **out, Error *err
     c->kv_dim = llama_kv_dim(cfg);
     cudaError_t e = cudaMalloc((void **)&c->k, n * sizeof(bf16));
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->v, n * sizeof(bf16));
-    if (e == cudaSuccess) e = cudaMemsetAsync(c->k, 0, n * sizeof(bf16), st->stream);
-    if (e == cudaSuccess) e = cudaMemsetAsync(c->v, 0, n * sizeof(bf16), st->stream);
+    int fill = st->poison ? 0xFF : 0; /* MODPO_CUDA_POISON: unwritten slots read as NaN */
+    if (e == cudaSuccess) e = cudaMemsetAsync(c->k, fill, n * sizeof(bf16), st->stream);
+    if (e == cudaSuccess) e = cudaMemsetAsync(c->v, fill, n * sizeof(bf16), st->stream);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         cu_kv_free(b, kv);

@@ -39,6 +39,7 @@ struct CuArena {
     size_t total;   /* bytes handed out since the last reset */
     int failed;
     cudaError_t error;
+    int poison;     /* MODPO_CUDA_POISON=1: every allocation filled with NaN bytes */
 };
 void *cu_arena_alloc(CuArena *a, size_t bytes);
 template <class T> static inline T *cu_alloc(CuArena *a, size_t n)
@@ -157,6 +158,7 @@ struct CuState {
     int recompute;               /* cuda_backend_set_recompute */
     int has_fwd;
     int attn_flash_only;         /* MODPO_CUDA_ATTENTION=flash: never the GEMM path */
+    int poison;                  /* MODPO_CUDA_POISON=1: scratch memory starts as NaN */
     void *attn_ws;               /* the GEMM attention's workspace (stream-ordered) */
     size_t attn_ws_bytes;
     size_t attn_ws_limit;        /* MODPO_CUDA_ATTENTION_MB (0: the default bound) */

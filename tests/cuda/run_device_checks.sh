@@ -10,7 +10,7 @@
 # Needs build-cuda/modpo, build-cuda/tests/cuda/check_cuda_backend and
 # .device/lib.tgz (tools/device_bundle.sh) carried along; logs go to $OUT.
 #   bash tests/cuda/run_device_checks.sh [parity] [parity-variants] [memcheck]
-#       [racecheck] [initcheck] [synccheck] [diagnose] [pipeline] [recompute] [torch]
+#       [poison] [racecheck] [initcheck] [synccheck] [diagnose] [pipeline] [recompute] [torch]
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .device
@@ -27,6 +27,13 @@ case $step in
 parity)
     echo "== parity"
     timeout 300 $T 2>&1 | tee "$OUT/check.log"
+    ;;
+poison)
+    # Every scratch allocation, attention workspace and KV cache filled with
+    # NaN bytes first: a read of memory nothing wrote shows as NaN in the
+    # checks (compute-sanitizer initcheck's question, asked of the values).
+    echo "== parity, MODPO_CUDA_POISON=1"
+    MODPO_CUDA_POISON=1 timeout 300 $T 2>&1 | tee "$OUT/check-poison.log" | grep -E "FAIL|PASSED|cosine \(all\)|nan"
     ;;
 parity-variants)
     # The other attention paths: the flash kernels, and the GEMM path in
