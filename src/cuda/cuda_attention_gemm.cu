@@ -14,6 +14,10 @@
  * unrotated), and undone while dq and dk are copied back, which saves the
  * separate RoPE passes; dq, dk, dv come back in bf16, ready for the GEMMs.
  *
+ * With head_dim 64 or 128 the attention itself runs in cuda_flash_mma.cu
+ * (no score matrices, L padded to a multiple of 64); otherwise, or with
+ * MODPO_CUDA_ATTENTION=gemm, through scores formed by cuBLAS:
+ *
  * Forward:   S = scale Q K^T (fp32);  P = softmax(S) over the causal keys
  *            (bf16, lse kept);  O = P V.
  * Backward:  S again, P = exp(S - lse);  dV = P^T dO;  dP = dO V^T;
@@ -38,6 +42,7 @@ static size_t chunk_bytes_max(const CuState *st)
 struct Geometry {
     int n_heads, rep, hd, L; /* rep: query heads per key/value head */
     int s0, ns;              /* the chunk: sequences s0 .. s0 + ns - 1 */
+    int flash;               /* no score matrices: cuda_flash_mma.cu (L padded to 64) */
 };
 
 static Geometry geometry_of(const CuState *st, const CuRows *rows)
@@ -46,7 +51,8 @@ static Geometry geometry_of(const CuState *st, const CuRows *rows)
     g.n_heads = st->c.num_attention_heads;
     g.rep = st->c.num_attention_heads / st->c.num_key_value_heads;
     g.hd = llama_head_dim(&st->c);
-    g.L = rows->max_q;
+    g.flash = !st->attn_scores && cu_flash_mma_usable(g.hd);
+    g.L = g.flash ? (rows->max_q + 63) / 64 * 64 : rows->max_q;
     g.s0 = 0;
     g.ns = rows->n_seq;
     return g;
@@ -75,6 +81,7 @@ struct Work {
 static int workspace(CuState *st, const Geometry &g, int backward, Work *w, Error *err)
 {
     size_t nb = (size_t)g.ns * g.n_heads, mat = nb * g.L * g.hd, sc = nb * g.L * g.L;
+    if (g.flash) sc = 0;
     size_t need = sc * sizeof(float) + sc * sizeof(bf16) + 4 * mat * sizeof(bf16) +
                   (backward ? 3 * mat * sizeof(float) + nb * g.L * sizeof(float) : 0) + 16 * 256;
     if (need > st->attn_ws_bytes) {
@@ -393,13 +400,33 @@ static int chunk_rows(const CuRows *rows, const Geometry &g)
 
 static float scale_of(const Geometry &g) { return 1.0f / sqrtf((float)g.hd); }
 
-static int forward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
-                         int rotate, Error *err)
+static CuFlashArgs flash_args(const CuRows *rows, const CuAttn *a, const Geometry &g, const Work &w)
 {
-    Work w;
-    TRY(workspace(st, g, 0, &w, err));
-    CU_PHASE(st, CU_PH_ATTN_AUX);
-    TRY(pack_qkv(st, rows, a, g, w, rotate, err));
+    CuFlashArgs f = {};
+    f.q = w.qp;
+    f.k = w.kp;
+    f.v = w.vp;
+    f.o = w.op;
+    f.lse = a->lse;
+    f.dout = w.op; /* the backward packs dO there */
+    f.delta = w.delta;
+    f.dq = w.dqp;
+    f.dk = w.dkp;
+    f.dv = w.dvp;
+    f.qstart = rows->qstart;
+    f.s0 = g.s0;
+    f.n_problems = g.ns * g.n_heads;
+    f.n_heads = g.n_heads;
+    f.L = g.L;
+    f.hd = g.hd;
+    f.scale = scale_of(g);
+    return f;
+}
+
+/* O (packed) from the packed q, k, v through score matrices. */
+static int scores_forward(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
+                          const Work &w, Error *err)
+{
     int L = g.L, hd = g.hd;
     CU_PHASE(st, CU_PH_ATTN_FWD);
     TRY(bgemm(st, g, 0, 1, L, L, hd, scale_of(g), w.qp, hd, w.kp, hd, w.s, 1, L, err));
@@ -408,27 +435,15 @@ static int forward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const
                                                                  w.p, a->lse);
     CU_LAUNCHED();
     CU_PHASE(st, CU_PH_ATTN_FWD);
-    TRY(bgemm(st, g, 0, 0, L, hd, L, 1.0f, w.p, L, w.vp, hd, w.op, 0, hd, err));
-    CU_PHASE(st, CU_PH_ATTN_AUX);
-    Geometry go = g;
-    go.rep = 1;
-    unpack_heads_kernel<bf16><<<chunk_rows(rows, g), 128, 0, st->stream>>>(
-        w.op, rows->qstart, go, no_rope, a->out, st->c.hidden_size);
-    CU_LAUNCHED();
-    return 0;
+    return bgemm(st, g, 0, 0, L, hd, L, 1.0f, w.p, L, w.vp, hd, w.op, 0, hd, err);
 }
 
-static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
-                          bf16 *dq, bf16 *dk, bf16 *dv, const Geometry &g, Error *err)
+/* dq, dk, dv (packed, fp32) from the packed q, k, v, dO and delta, through
+ * score matrices. */
+static int scores_backward(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
+                           const Work &w, Error *err)
 {
-    Work w;
-    TRY(workspace(st, g, 1, &w, err));
-    CU_PHASE(st, CU_PH_ATTN_AUX);
-    TRY(pack_qkv(st, rows, a, g, w, 1, err));
-    int L = g.L, hd = g.hd, d = st->c.hidden_size;
-    pack_dout_kernel<<<g.ns * L, 256, 0, st->stream>>>(dout, a->out, d, rows->qstart, g, w.op,
-                                                      w.delta); /* op holds dO here */
-    CU_LAUNCHED();
+    int L = g.L, hd = g.hd;
     const float scale = scale_of(g);
     CU_PHASE(st, CU_PH_ATTN_BWD);
     TRY(bgemm(st, g, 0, 1, L, L, hd, scale, w.qp, hd, w.kp, hd, w.s, 1, L, err));
@@ -445,7 +460,50 @@ static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, cons
     CU_LAUNCHED();
     CU_PHASE(st, CU_PH_ATTN_BWD);
     TRY(bgemm(st, g, 0, 0, L, hd, L, scale, w.p, L, w.kp, hd, w.dqp, 1, hd, err));
-    TRY(bgemm(st, g, 1, 0, L, hd, L, scale, w.p, L, w.qp, hd, w.dkp, 1, hd, err));
+    return bgemm(st, g, 1, 0, L, hd, L, scale, w.p, L, w.qp, hd, w.dkp, 1, hd, err);
+}
+
+static int forward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const Geometry &g,
+                         int rotate, Error *err)
+{
+    Work w;
+    TRY(workspace(st, g, 0, &w, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    TRY(pack_qkv(st, rows, a, g, w, rotate, err));
+    if (g.flash) {
+        CU_PHASE(st, CU_PH_ATTN_FWD);
+        CuFlashArgs f = flash_args(rows, a, g, w);
+        TRY(cu_flash_mma_forward(st, &f, err));
+    } else {
+        TRY(scores_forward(st, rows, a, g, w, err));
+    }
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    Geometry go = g;
+    go.rep = 1;
+    unpack_heads_kernel<bf16><<<chunk_rows(rows, g), 128, 0, st->stream>>>(
+        w.op, rows->qstart, go, no_rope, a->out, st->c.hidden_size);
+    CU_LAUNCHED();
+    return 0;
+}
+
+static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
+                          bf16 *dq, bf16 *dk, bf16 *dv, const Geometry &g, Error *err)
+{
+    Work w;
+    TRY(workspace(st, g, 1, &w, err));
+    CU_PHASE(st, CU_PH_ATTN_AUX);
+    TRY(pack_qkv(st, rows, a, g, w, 1, err));
+    int d = st->c.hidden_size;
+    pack_dout_kernel<<<g.ns * g.L, 256, 0, st->stream>>>(dout, a->out, d, rows->qstart, g, w.op,
+                                                        w.delta); /* op holds dO here */
+    CU_LAUNCHED();
+    if (g.flash) {
+        CU_PHASE(st, CU_PH_ATTN_BWD);
+        CuFlashArgs f = flash_args(rows, a, g, w);
+        TRY(cu_flash_mma_backward(st, &f, err));
+    } else {
+        TRY(scores_backward(st, rows, a, g, w, err));
+    }
     CU_PHASE(st, CU_PH_ATTN_AUX);
     Geometry gq = g;
     gq.rep = 1;
@@ -463,6 +521,7 @@ static int backward_chunk(CuState *st, const CuRows *rows, const CuAttn *a, cons
 /* Sequences per chunk so that the scores stay within the workspace bound. */
 static int chunk_size(const CuState *st, const Geometry &g)
 {
+    if (g.flash) return g.ns;
     size_t one = score_bytes(g, 1);
     int k = (int)(chunk_bytes_max(st) / one);
     return k < 1 ? 1 : k > g.ns ? g.ns : k;

@@ -500,6 +500,7 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     st->poison = st->kept.poison = st->scratch.poison = poison && strcmp(poison, "1") == 0;
     const char *attn = getenv("MODPO_CUDA_ATTENTION");
     st->attn_flash_only = attn && strcmp(attn, "flash") == 0;
+    st->attn_scores = attn && strcmp(attn, "gemm") == 0;
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
     if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
     const char *prof = getenv("MODPO_CUDA_PROFILE");

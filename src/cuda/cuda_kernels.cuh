@@ -158,6 +158,7 @@ struct CuState {
     int recompute;               /* cuda_backend_set_recompute */
     int has_fwd;
     int attn_flash_only;         /* MODPO_CUDA_ATTENTION=flash: never the GEMM path */
+    int attn_scores;             /* MODPO_CUDA_ATTENTION=gemm: score matrices, not cuda_flash_mma */
     int poison;                  /* MODPO_CUDA_POISON=1: scratch memory starts as NaN */
     void *attn_ws;               /* the GEMM attention's workspace (stream-ordered) */
     size_t attn_ws_bytes;
@@ -287,6 +288,25 @@ int cu_attention_gemm_forward(CuState *st, const CuRows *rows, const CuAttn *a, 
                               Error *err);
 int cu_attention_gemm_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,
                                bf16 *dq, bf16 *dk, bf16 *dv, Error *err);
+
+/* ---- cuda_flash_mma.cu: the score-free tensor-core attention that
+ * cuda_attention_gemm.cu runs on its padded [b][L][hd] buffers when the
+ * head dimension is 64 or 128 (L a multiple of 64). ---- */
+struct CuFlashArgs {
+    const bf16 *q, *k, *v;    /* [n_problems][L][hd], rotated */
+    bf16 *o;                  /* forward output, same layout */
+    float *lse;               /* [packed row][n_heads] natural log-sum-exp (written, then read) */
+    const bf16 *dout;         /* backward: dO in the layout of o */
+    const float *delta;       /* backward: [n_problems][L] rowsum(dO * O) */
+    float *dq, *dk, *dv;      /* backward outputs, fp32, layout of q */
+    const int32_t *qstart;    /* [n_seq + 1] packed rows of each sequence */
+    int s0, n_problems;       /* problems are (sequence s0 + b / n_heads, head b % n_heads) */
+    int n_heads, L, hd;
+    float scale;
+};
+int cu_flash_mma_usable(int hd);
+int cu_flash_mma_forward(CuState *st, const CuFlashArgs *a, Error *err);
+int cu_flash_mma_backward(CuState *st, const CuFlashArgs *a, Error *err);
 
 /* ---- cuda_elementwise.cu: embedding, SwiGLU, conversions, KV scatter ---- */
 int cu_embed(CuState *st, int n, const int32_t *tok, float *x, Error *err);
