@@ -90,7 +90,10 @@ __device__ __forceinline__ void load_b_kn(uint32_t *b, const bf16 *tile, int n0,
     ldsm4_t(b, tile + (k0 + (m & 1) * 8 + r) * LD + n0 + (m >> 1) * 8);
 }
 
-/* TILE rows of a [L][HD] matrix from row t0 into a padded shared tile. */
+/* TILE rows of a [L][HD] matrix from row t0 into a padded shared tile,
+ * asynchronously (cp.async, 16 bytes a thread at a time): the copy of the
+ * next tile runs while the warps compute on the current one.  Complete
+ * after cp_async_wait + __syncthreads. */
 template <int HD>
 __device__ __forceinline__ void stage(bf16 *dst, const bf16 *src, int t0)
 {
@@ -98,8 +101,17 @@ __device__ __forceinline__ void stage(bf16 *dst, const bf16 *src, int t0)
     const bf16 *s = src + (size_t)t0 * HD;
     for (int idx = threadIdx.x; idx < TILE * CH; idx += WARPS * 32) {
         int r = idx / CH, c = (idx - r * CH) * 8;
-        *(uint4 *)(dst + r * LD + c) = *(const uint4 *)(s + (size_t)r * HD + c);
+        uint32_t d = (uint32_t)__cvta_generic_to_shared(dst + r * LD + c);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(s + (size_t)r * HD + c));
     }
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+
+/* Waits until at most `pending` committed groups are still in flight. */
+template <int pending> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
 }
 
 /* acc[16 x 64] (8 n-tiles) += A[16 rows at a0 of ta] B, B^T stored [n][k]
@@ -180,20 +192,28 @@ __global__ void __launch_bounds__(WARPS * 32) flash_fwd_kernel(CuFlashArgs a)
 {
     constexpr int LD = HD + PAD;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *sQ = (bf16 *)smem, *sK = sQ + TILE * LD, *sV = sK + TILE * LD;
+    bf16 *sQ = (bf16 *)smem, *sKV = sQ + TILE * LD; /* K, V of two tiles: [2][2][TILE][LD] */
     const int qb = tile_index();
     const Problem pb = problem_of(a, HD);
     if (qb * TILE >= pb.len) return;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const float sl2 = a.scale * LOG2E;
     stage<HD>(sQ, a.q + pb.base, qb * TILE);
+    stage<HD>(sKV, a.k + pb.base, 0);
+    stage<HD>(sKV + TILE * LD, a.v + pb.base, 0);
+    cp_async_commit();
     float o[HD / 8][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     const int row = qb * TILE + warp * 16 + g; /* and row + 8 */
     for (int kb = 0; kb <= qb; kb++) {
-        __syncthreads(); /* the previous tiles are consumed */
-        stage<HD>(sK, a.k + pb.base, kb * TILE);
-        stage<HD>(sV, a.v + pb.base, kb * TILE);
+        bf16 *sK = sKV + (kb & 1) * 2 * TILE * LD, *sV = sK + TILE * LD;
+        if (kb < qb) { /* the next tiles into the other buffer */
+            bf16 *nK = sKV + ((kb + 1) & 1) * 2 * TILE * LD;
+            stage<HD>(nK, a.k + pb.base, (kb + 1) * TILE);
+            stage<HD>(nK + TILE * LD, a.v + pb.base, (kb + 1) * TILE);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         float s[TILE / 8][4] = {};
         gemm_rows_hd<HD>(s, sQ, warp * 16, sK);
@@ -222,6 +242,7 @@ __global__ void __launch_bounds__(WARPS * 32) flash_fwd_kernel(CuFlashArgs a)
                 l[e >> 1] += p;
             }
         gemm_p_tile<HD>(o, s, sV);
+        __syncthreads(); /* this buffer is refilled two tiles on */
     }
     for (int r = 0; r < 2; r++) {
         float sum = quad_sum(l[r]), inv = 1.0f / sum;
@@ -252,23 +273,36 @@ __global__ void __launch_bounds__(WARPS * 32) flash_bwd_dkdv_kernel(CuFlashArgs 
 {
     constexpr int LD = HD + PAD;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *sK = (bf16 *)smem, *sV = sK + TILE * LD, *sQ = sV + TILE * LD, *sO = sQ + TILE * LD;
-    float *s_lse = (float *)(sO + TILE * LD), *s_delta = s_lse + TILE;
+    /* K, V; then two buffers of (Q, dO) tiles and their rows' lse, delta */
+    bf16 *sK = (bf16 *)smem, *sV = sK + TILE * LD, *sQO = sV + TILE * LD;
+    float *s_stats = (float *)(sQO + 4 * TILE * LD); /* [2][lse, delta][TILE] */
     const int kb = tile_index();
     const Problem pb = problem_of(a, HD);
     if (kb * TILE >= pb.len) return;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const float sl2 = a.scale * LOG2E;
+    const int n_tiles = (pb.len + TILE - 1) / TILE;
     stage<HD>(sK, a.k + pb.base, kb * TILE);
     stage<HD>(sV, a.v + pb.base, kb * TILE);
+    stage<HD>(sQO, a.q + pb.base, kb * TILE);
+    stage<HD>(sQO + TILE * LD, a.dout + pb.base, kb * TILE);
+    stage_row_stats(s_stats, s_stats + TILE, a, pb, kb * TILE);
+    cp_async_commit();
     float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
     const int key = kb * TILE + warp * 16 + g; /* and key + 8 */
-    const int n_tiles = (pb.len + TILE - 1) / TILE;
     for (int qt = kb; qt < n_tiles; qt++) {
-        __syncthreads();
-        stage<HD>(sQ, a.q + pb.base, qt * TILE);
-        stage<HD>(sO, a.dout + pb.base, qt * TILE);
-        stage_row_stats(s_lse, s_delta, a, pb, qt * TILE);
+        const int buf = (qt - kb) & 1;
+        bf16 *sQ = sQO + buf * 2 * TILE * LD, *sO = sQ + TILE * LD;
+        float *s_lse = s_stats + buf * 2 * TILE, *s_delta = s_lse + TILE;
+        if (qt + 1 < n_tiles) {
+            bf16 *nQ = sQO + (buf ^ 1) * 2 * TILE * LD;
+            float *n_lse = s_stats + (buf ^ 1) * 2 * TILE;
+            stage<HD>(nQ, a.q + pb.base, (qt + 1) * TILE);
+            stage<HD>(nQ + TILE * LD, a.dout + pb.base, (qt + 1) * TILE);
+            stage_row_stats(n_lse, n_lse + TILE, a, pb, (qt + 1) * TILE);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         float p[TILE / 8][4] = {}, dp[TILE / 8][4] = {};
         gemm_rows_hd<HD>(p, sK, warp * 16, sQ);  /* S^T = K Q^T */
@@ -282,6 +316,7 @@ __global__ void __launch_bounds__(WARPS * 32) flash_bwd_dkdv_kernel(CuFlashArgs 
             }
         gemm_p_tile<HD>(dv, p, sO);  /* dV += P^T dO */
         gemm_p_tile<HD>(dk, dp, sQ); /* dK += dS^T Q (scaled below) */
+        __syncthreads(); /* this buffer is refilled two tiles on */
     }
     for (int r = 0; r < 2; r++) {
         size_t off = pb.base + (size_t)(key + 8 * r) * HD;
@@ -298,8 +333,9 @@ __global__ void __launch_bounds__(WARPS * 32) flash_bwd_dq_kernel(CuFlashArgs a)
 {
     constexpr int LD = HD + PAD;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *sQ = (bf16 *)smem, *sO = sQ + TILE * LD, *sK = sO + TILE * LD, *sV = sK + TILE * LD;
-    float *s_lse = (float *)(sV + TILE * LD), *s_delta = s_lse + TILE;
+    /* Q, dO; their rows' lse, delta; then two buffers of (K, V) tiles */
+    bf16 *sQ = (bf16 *)smem, *sO = sQ + TILE * LD, *sKV = sO + TILE * LD;
+    float *s_lse = (float *)(sKV + 4 * TILE * LD), *s_delta = s_lse + TILE;
     const int qb = tile_index();
     const Problem pb = problem_of(a, HD);
     if (qb * TILE >= pb.len) return;
@@ -308,12 +344,20 @@ __global__ void __launch_bounds__(WARPS * 32) flash_bwd_dq_kernel(CuFlashArgs a)
     stage<HD>(sQ, a.q + pb.base, qb * TILE);
     stage<HD>(sO, a.dout + pb.base, qb * TILE);
     stage_row_stats(s_lse, s_delta, a, pb, qb * TILE);
+    stage<HD>(sKV, a.k + pb.base, 0);
+    stage<HD>(sKV + TILE * LD, a.v + pb.base, 0);
+    cp_async_commit();
     float dq[HD / 8][4] = {};
     const int rl = warp * 16 + g, row = qb * TILE + rl; /* and row + 8 */
     for (int kb = 0; kb <= qb; kb++) {
-        __syncthreads();
-        stage<HD>(sK, a.k + pb.base, kb * TILE);
-        stage<HD>(sV, a.v + pb.base, kb * TILE);
+        bf16 *sK = sKV + (kb & 1) * 2 * TILE * LD, *sV = sK + TILE * LD;
+        if (kb < qb) {
+            bf16 *nK = sKV + ((kb + 1) & 1) * 2 * TILE * LD;
+            stage<HD>(nK, a.k + pb.base, (kb + 1) * TILE);
+            stage<HD>(nK + TILE * LD, a.v + pb.base, (kb + 1) * TILE);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         float p[TILE / 8][4] = {}, dp[TILE / 8][4] = {};
         gemm_rows_hd<HD>(p, sQ, warp * 16, sK);  /* S = Q K^T */
@@ -325,6 +369,7 @@ __global__ void __launch_bounds__(WARPS * 32) flash_bwd_dq_kernel(CuFlashArgs a)
                 dp[nj][e] = pr * (dp[nj][e] - s_delta[rl + 8 * r]); /* dS */
             }
         gemm_p_tile<HD>(dq, dp, sK); /* dQ += dS K */
+        __syncthreads(); /* this buffer is refilled two tiles on */
     }
     for (int r = 0; r < 2; r++) {
         size_t off = pb.base + (size_t)(row + 8 * r) * HD;
@@ -348,9 +393,10 @@ static int launch(CuState *st, Kernel kernel, const CuFlashArgs &a, size_t smem,
     return 0;
 }
 
+/* `tiles` padded bf16 tiles and `stats` tiles' (lse, delta) rows. */
 static size_t tiles_bytes(int hd, int tiles, int stats)
 {
-    return (size_t)tiles * TILE * (hd + PAD) * sizeof(bf16) + (stats ? 2 * TILE * sizeof(float) : 0);
+    return (size_t)tiles * TILE * (hd + PAD) * sizeof(bf16) + (size_t)stats * 2 * TILE * sizeof(float);
 }
 
 static int check_args(const CuFlashArgs &a, Error *err)
@@ -364,14 +410,14 @@ static int check_args(const CuFlashArgs &a, Error *err)
 int cu_flash_mma_forward(CuState *st, const CuFlashArgs *a, Error *err)
 {
     TRY(check_args(*a, err));
-    if (a->hd == 64) return launch(st, flash_fwd_kernel<64>, *a, tiles_bytes(64, 3, 0), err);
-    return launch(st, flash_fwd_kernel<128>, *a, tiles_bytes(128, 3, 0), err);
+    if (a->hd == 64) return launch(st, flash_fwd_kernel<64>, *a, tiles_bytes(64, 5, 0), err);
+    return launch(st, flash_fwd_kernel<128>, *a, tiles_bytes(128, 5, 0), err);
 }
 
 int cu_flash_mma_backward(CuState *st, const CuFlashArgs *a, Error *err)
 {
     TRY(check_args(*a, err));
-    size_t bytes = tiles_bytes(a->hd, 4, 1);
+    size_t bytes = tiles_bytes(a->hd, 6, 2); /* the stats of two tiles (dkdv) */
     if (a->hd == 64)
         return launch(st, flash_bwd_dkdv_kernel<64>, *a, bytes, err) ||
                        launch(st, flash_bwd_dq_kernel<64>, *a, bytes, err)
