@@ -304,6 +304,7 @@ static void cu_destroy(Backend *b)
         cu_arena_free(&st->kept);
         cu_arena_free(&st->scratch);
         if (st->attn_ws) cudaFreeAsync(st->attn_ws, st->stream);
+        if (st->split_ws) cudaFreeAsync(st->split_ws, st->stream);
         cu_prof_free(st->prof);
         if (st->stream) cudaStreamSynchronize(st->stream);
         if (st->weights) cudaFree(st->weights);

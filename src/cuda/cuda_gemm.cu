@@ -3,6 +3,7 @@
  * column-major C^T = op(B)^T op(A)^T, so the operands swap and keep their
  * transpose flags and leading dimensions. */
 #include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_reduce.cuh"
 
 int cu_gemm(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const bf16 *A,
             int lda, const bf16 *B, int ldb, float beta, void *C, int c_f32, int ldc,
@@ -97,4 +98,55 @@ int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, f
 {
     if (y_f32) return gemv_launch(st, n, out, in, x, W, beta, (float *)y, err);
     return gemv_launch(st, n, out, in, x, W, beta, (bf16 *)y, err);
+}
+
+/* ---- batched decode: split-K for some tens of rows ---- */
+
+#define SPLIT_MAX_ROWS 256
+#define SPLIT_TARGET_TILES 264 /* two 128 x 128 tiles per SM of an H100 */
+#define SPLIT_MIN_K 256
+
+int cu_gemm_split_k(int n, int out, int in)
+{
+    if (n <= GEMV_MAX_ROWS || n > SPLIT_MAX_ROWS) return 1;
+    int tiles = ((n + 127) / 128) * ((out + 127) / 128), parts = 1;
+    while (parts < 16 && tiles * parts * 2 <= SPLIT_TARGET_TILES && in % (parts * 2 * 8) == 0 &&
+           in / (parts * 2) >= SPLIT_MIN_K)
+        parts *= 2;
+    return parts;
+}
+
+/* y = beta y + sum of the parts' [n x out] fp32 partials. */
+template <class Y>
+__global__ void sum_parts_kernel(size_t count, int parts, const float *__restrict__ part, float beta,
+                                 Y *__restrict__ y)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float s = beta != 0.0f ? beta * (float)y[i] : 0.0f;
+    for (int p = 0; p < parts; p++) s += part[(size_t)p * count + i];
+    y[i] = (Y)s;
+}
+
+int cu_gemm_rows_split(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W,
+                       float beta, void *y, int y_f32, int parts, Error *err)
+{
+    size_t count = (size_t)n * out, need = (size_t)parts * count * sizeof(float);
+    if (need > st->split_ws_bytes) {
+        if (st->split_ws) CU_TRY(cudaFreeAsync(st->split_ws, st->stream));
+        st->split_ws = NULL;
+        st->split_ws_bytes = 0;
+        CU_TRY(cudaMallocAsync((void **)&st->split_ws, need, st->stream));
+        st->split_ws_bytes = need;
+    }
+    int k = in / parts; /* part p: x[:, p k ..] W[:, p k ..]^T */
+    TRY(cu_gemm_strided(st, 0, 1, n, out, k, 1.0f, x, in, k, W, in, k, 0.0f, st->split_ws, 1, out,
+                        (long long)count, parts, err));
+    unsigned blocks = cu_blocks(count, 256);
+    if (y_f32)
+        sum_parts_kernel<float><<<blocks, 256, 0, st->stream>>>(count, parts, st->split_ws, beta, (float *)y);
+    else
+        sum_parts_kernel<bf16><<<blocks, 256, 0, st->stream>>>(count, parts, st->split_ws, beta, (bf16 *)y);
+    CU_LAUNCHED();
+    return 0;
 }

@@ -161,6 +161,8 @@ struct CuState {
     int attn_scores;             /* MODPO_CUDA_ATTENTION=gemm: score matrices, not cuda_flash_mma */
     int poison;                  /* MODPO_CUDA_POISON=1: scratch memory starts as NaN */
     void *attn_ws;               /* the GEMM attention's workspace (stream-ordered) */
+    float *split_ws;             /* cu_gemm_rows_split's partial sums (stream-ordered) */
+    size_t split_ws_bytes;
     size_t attn_ws_bytes;
     size_t attn_ws_limit;        /* MODPO_CUDA_ATTENTION_MB (0: the default bound) */
     CuProfile *prof;             /* NULL unless MODPO_CUDA_PROFILE=1 */
@@ -216,6 +218,14 @@ int cu_gemm(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const
 int cu_gemv_usable(int n, int in);
 int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, float beta, void *y,
             int y_f32, Error *err);
+/* Some tens of rows (a batched decode step): cuBLAS tiles y over the rows
+ * and outputs only, too few tiles to keep the card busy, so the product is
+ * split along `in` into strided-batched GEMMs (fp32 partials) that are then
+ * summed.  cu_gemm_split_k(n, out, in) gives the number of parts (1: do not
+ * split); cu_gemm_rows_split runs it. */
+int cu_gemm_split_k(int n, int out, int in);
+int cu_gemm_rows_split(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W,
+                       float beta, void *y, int y_f32, int parts, Error *err);
 /* The same over `batch` problems, operand b at X + b * stride_x. */
 int cu_gemm_strided(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const bf16 *A,
                     int lda, long long stride_a, const bf16 *B, int ldb, long long stride_b,

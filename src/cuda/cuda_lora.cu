@@ -35,8 +35,11 @@ CuLinear cu_linear_of(const CuState *st, const BackendAdapter *ad, int layer, Lo
 int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
                       float beta, bf16 *u, Error *err)
 {
+    int parts = cu_gemm_split_k(n, l->out, l->in);
     if (cu_gemv_usable(n, l->in))
         TRY(cu_gemv(st, n, l->out, l->in, x, l->w, beta, y, y_f32, err));
+    else if (parts > 1)
+        TRY(cu_gemm_rows_split(st, n, l->out, l->in, x, l->w, beta, y, y_f32, parts, err));
     else
         TRY(cu_gemm(st, 0, 1, n, l->out, l->in, 1.0f, x, l->in, l->w, l->in, beta, y, y_f32,
                     l->out, err));

@@ -15,7 +15,7 @@
  * Weights are rounded to bf16 first, so both backends run the same model.
  * Runs on a machine with a GPU; prints one line per check and exits 1 if
  * any fails.  Usage: check_cuda_backend [case ...]  (default: every case;
- * cases: tiny tied gqa128 small-100m wide deep). */
+ * cases: tiny tied gqa128 batch24 small-100m wide deep). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -486,6 +486,8 @@ int main(int argc, char **argv)
     g128.num_key_value_heads = 1;
     g128.intermediate_size = 1024;
     g128.vocab_size = 1000;
+    LlamaConfig many = g128; /* 24 slots: decode takes the split-K GEMMs (cu_gemm_split_k) */
+    many.num_key_value_heads = 4;
     LlamaConfig small = llama_preset_find("small-100m")->config;
     LlamaConfig wide = llama_preset_find("llama2-7b")->config; /* 7B's width, 2 layers */
     wide.num_hidden_layers = 2;
@@ -498,6 +500,7 @@ int main(int argc, char **argv)
         {"tiny", tiny, 5, 70, 8, 0},
         {"tied", tied, 3, 40, 4, 0},
         {"gqa128", g128, 4, 150, 16, 0},
+        {"batch24", many, 24, 64, 8, 0},
         {"small-100m", small, 4, 256, 16, 0},
         {"wide", wide, 4, 512, 16, qv},
         {"deep", deep, 4, 512, 16, qv},
