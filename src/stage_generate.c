@@ -1,6 +1,7 @@
 /* generate: responses of one model (the SFT model, or SFT + a MODPO adapter)
  * to the first generate.eval_size validation prompts, batched through the
  * backend's KV cache, greedy or sampled as Hugging Face's generate does. */
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +30,25 @@ typedef struct {
     BackendAdapter *adapter;
     const Tokenizer *tok;
     SamplingParams sp;
-    SamplingScratch scratch;
+    SamplingScratch *scratch; /* one per OpenMP thread: slots are sampled in parallel */
+    int n_scratch;
 } Generator;
+
+static int scratch_init(Generator *g, int vocab, Error *err)
+{
+    int n = omp_get_max_threads();
+    g->scratch = calloc((size_t)n, sizeof *g->scratch);
+    if (!g->scratch) return error_set(err, "out of memory");
+    for (; g->n_scratch < n; g->n_scratch++)
+        if (sampling_scratch_init(&g->scratch[g->n_scratch], vocab, err)) return -1;
+    return 0;
+}
+
+static void scratch_free(Generator *g)
+{
+    for (int i = 0; i < g->n_scratch; i++) sampling_scratch_free(&g->scratch[i]);
+    free(g->scratch);
+}
 
 /* The prompt's token ids, BOS first, keeping the last max_input_length. */
 static int prompt_ids(const Generator *g, const char *raw, Slot *s, Error *err)
@@ -71,15 +89,20 @@ static int choose_tokens(Generator *g, Slot *slots, int n, float *logits, int32_
     int V = g->ms->model.config.vocab_size, n_active = 0;
     int eos = tokenizer_eos_id(g->tok);
     int limit = g->cfg->gen_max_length;
+    /* Each slot has its own random stream, so the order does not matter. */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++)
+        if (active[i])
+            next[i] = sampling_next_token(&g->sp, logits + (size_t)i * (size_t)V, V, slots[i].ids,
+                                          (size_t)slots[i].n, &rngs[i],
+                                          &g->scratch[omp_get_thread_num()]);
     for (int i = 0; i < n; i++) {
         if (!active[i]) continue;
         Slot *s = &slots[i];
-        int32_t t = sampling_next_token(&g->sp, logits + (size_t)i * (size_t)V, V, s->ids,
-                                        (size_t)s->n, &rngs[i], &g->scratch);
+        int32_t t = next[i];
         if (t < 0)
             return error_set(err, "prompt slot %d: every token is banned (no_repeat_ngram_size, top_p)", i);
         s->ids[s->n++] = t;
-        next[i] = t;
         int gen = s->n - s->n_prompt;
         if (t == eos || gen >= g->cfg->max_new_tokens || s->n >= limit) active[i] = 0;
         n_active += active[i];
@@ -219,18 +242,18 @@ static int run_generation(const Config *cfg, const DistComm *comm, const char *m
     dist_shard_blocks(comm, total, (size_t)cfg->gen_batch_size, &lo, &hi);
     size_t n = hi - lo;
     GenRecord *records = calloc(n ? n : 1, sizeof *records);
-    Generator g = {cfg, &ms, NULL, data.tok, {0}, {0}};
+    Generator g = {cfg, &ms, NULL, data.tok, {0}, NULL, 0};
     sampling_from_config(cfg, &g.sp);
     int rc = (prompts && records) ? 0 : error_set(err, "out of memory");
     if (rc == 0) rc = model_session_open(&ms, cfg, sft_model, err);
     if (rc == 0) {
         rc = load_policy(cfg, model, &ms, &a, &g.adapter, err) ||
              sampling_params_check(&g.sp, err) ||
-             sampling_scratch_init(&g.scratch, ms.model.config.vocab_size, err) ||
+             scratch_init(&g, ms.model.config.vocab_size, err) ||
              generate_all(&g, prompts ? prompts + lo : NULL, n, lo, dist_is_root(comm), records, err) ||
              gen_write_shard(dir, dist_rank(comm), dist_size(comm), records, n, err);
         if (g.adapter) ms.backend->ops->adapter_unbind(ms.backend, g.adapter);
-        sampling_scratch_free(&g.scratch);
+        scratch_free(&g);
         model_session_close(&ms);
     }
     for (size_t i = 0; records && i < n; i++) gen_record_free(&records[i]);

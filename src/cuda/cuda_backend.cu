@@ -40,9 +40,13 @@ int cu_output(CuState *st, void *dst, const void *src_dev, size_t bytes, Error *
 {
     size_t need = (bytes + 255) / 256 * 256;
     if (st->pinned_used + need > st->pinned_cap) {
+        /* Full: wait for the queued copies, then make room for twice what
+         * was asked at once, so that a step with the same outputs (a
+         * decode step's logits, slot by slot) never waits here again. */
+        size_t demand = st->pinned_used + need;
         TRY(cu_flush(st, err));
-        if (need > st->pinned_cap) {
-            size_t cap = need > 2 * st->pinned_cap ? need : 2 * st->pinned_cap;
+        if (demand > st->pinned_cap) {
+            size_t cap = 2 * demand;
             cap = cap < PINNED_MIN ? PINNED_MIN : cap;
             if (st->pinned) CU_TRY(cudaFreeHost(st->pinned));
             st->pinned = NULL;
