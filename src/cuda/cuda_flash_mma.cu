@@ -182,6 +182,25 @@ __device__ __forceinline__ Problem problem_of(const CuFlashArgs &a, int hd)
     return p;
 }
 
+/* The K, V tiles of key tile kb (buffer kb & 1 of sKV, [2][K, V][TILE][LD]),
+ * ready: starts copying tile kb + 1 (up to `last`) into the other buffer,
+ * then waits for tile kb's copy. */
+template <int HD>
+__device__ __forceinline__ bf16 *kv_tiles(bf16 *sKV, const CuFlashArgs &a, const Problem &pb, int kb,
+                                          int last)
+{
+    constexpr int LD = HD + PAD;
+    if (kb < last) {
+        bf16 *next = sKV + ((kb + 1) & 1) * 2 * TILE * LD;
+        stage<HD>(next, a.k + pb.base, (kb + 1) * TILE);
+        stage<HD>(next + TILE * LD, a.v + pb.base, (kb + 1) * TILE);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    return sKV + (kb & 1) * 2 * TILE * LD;
+}
+
 /* Longest blocks (last tiles of a causal square) first. */
 __device__ __forceinline__ int tile_index() { return gridDim.x - 1 - blockIdx.x; }
 
@@ -206,15 +225,7 @@ __global__ void __launch_bounds__(WARPS * 32) flash_fwd_kernel(CuFlashArgs a)
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     const int row = qb * TILE + warp * 16 + g; /* and row + 8 */
     for (int kb = 0; kb <= qb; kb++) {
-        bf16 *sK = sKV + (kb & 1) * 2 * TILE * LD, *sV = sK + TILE * LD;
-        if (kb < qb) { /* the next tiles into the other buffer */
-            bf16 *nK = sKV + ((kb + 1) & 1) * 2 * TILE * LD;
-            stage<HD>(nK, a.k + pb.base, (kb + 1) * TILE);
-            stage<HD>(nK + TILE * LD, a.v + pb.base, (kb + 1) * TILE);
-        }
-        cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
+        bf16 *sK = kv_tiles<HD>(sKV, a, pb, kb, qb), *sV = sK + TILE * LD;
         float s[TILE / 8][4] = {};
         gemm_rows_hd<HD>(s, sQ, warp * 16, sK);
         float mx[2] = {-INFINITY, -INFINITY};
@@ -350,15 +361,7 @@ __global__ void __launch_bounds__(WARPS * 32) flash_bwd_dq_kernel(CuFlashArgs a)
     float dq[HD / 8][4] = {};
     const int rl = warp * 16 + g, row = qb * TILE + rl; /* and row + 8 */
     for (int kb = 0; kb <= qb; kb++) {
-        bf16 *sK = sKV + (kb & 1) * 2 * TILE * LD, *sV = sK + TILE * LD;
-        if (kb < qb) {
-            bf16 *nK = sKV + ((kb + 1) & 1) * 2 * TILE * LD;
-            stage<HD>(nK, a.k + pb.base, (kb + 1) * TILE);
-            stage<HD>(nK + TILE * LD, a.v + pb.base, (kb + 1) * TILE);
-        }
-        cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
+        bf16 *sK = kv_tiles<HD>(sKV, a, pb, kb, qb), *sV = sK + TILE * LD;
         float p[TILE / 8][4] = {}, dp[TILE / 8][4] = {};
         gemm_rows_hd<HD>(p, sQ, warp * 16, sK);  /* S = Q K^T */
         gemm_rows_hd<HD>(dp, sO, warp * 16, sV); /* dP = dO V^T */
