@@ -62,11 +62,14 @@ dp)
     export OMP_NUM_THREADS=$(( $(nproc) / n ))
     M="mpirun --allow-run-as-root -x LD_LIBRARY_PATH -x OMP_NUM_THREADS --bind-to none"
     P=${MODPO_BENCH_DP_PAIRS:-8}
+    # the trainer's way with several ranks (ZeRO-1 on the host) unless told otherwise
+    O=${MODPO_BENCH_DP_OPTIMIZER:-host}
     for np in 1 2 4; do
         [ "$np" -le "$n" ] || continue
-        $M -np "$np" $B --what modpo --pairs "$P" --steps "$steps" --out "$R" 2>>"$OUT/dp.log"
+        $M -np "$np" $B --what modpo --pairs "$P" --steps "$steps" --optimizer "$O" --out "$R" \
+            2>>"$OUT/dp.log"
     done
-    if [ "$n" -ge 2 ]; then  # the w grid: one independent group per GPU
+    if [ "$n" -ge 2 ]; then  # the w grid: one independent group per GPU (each one process)
         $M -np "$n" $B --what modpo --pairs "$P" --steps "$steps" --group-size 1 --out "$R" \
             2>>"$OUT/dp.log"
     fi

@@ -38,19 +38,20 @@ static double cpu_seconds_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* The backend steps the optimizer itself when it can and its gradients can
- * be summed where they are: one process, or NCCL on the device.  Otherwise
- * the gradients come to the host for ZeRO-1 (dist_zero.h).  With the
- * backend's step every rank keeps all the moments (an 8.4M-parameter
- * adapter's are 67 MB); a checkpoint still stores them sharded. */
-static int optimizer_on_backend(const TrainerSetup *s, GradCommKind transport, bool *out,
-                                Error *err)
+/* "auto": the backend steps the optimizer itself in a single process; with
+ * several ranks the gradients come to the host for ZeRO-1 (dist_zero.h),
+ * the way measured on GPUs so far -- the backend's step across GPU ranks
+ * (NCCL in place on the device) is there for run.optimizer = backend but
+ * has only run on CPU ranks.  With the backend's step every rank keeps all
+ * the moments (an 8.4M-parameter adapter's are 67 MB); a checkpoint still
+ * stores them sharded. */
+static int optimizer_on_backend(const TrainerSetup *s, bool *out, Error *err)
 {
     const char *place = s->optimizer ? s->optimizer : "auto";
     bool can = s->backend->ops->adamw_step != NULL;
     if (strcmp(place, "host") == 0) *out = false;
     else if (strcmp(place, "backend") == 0) *out = true;
-    else if (strcmp(place, "auto") == 0) *out = can && (!dist_is_multi(s->comm) || transport == GRAD_COMM_NCCL);
+    else if (strcmp(place, "auto") == 0) *out = can && !dist_is_multi(s->comm);
     else return error_set(err, "run.optimizer: '%s' is not auto, host or backend", place);
     if (*out && !can)
         return error_set(err, "run.optimizer = backend: the %s backend has no optimizer step",
@@ -75,7 +76,7 @@ static int run_init(Run *r, const TrainerSetup *s, Error *err)
         grad_comm_init(&r->gc, s->comm, transport, n, err) ||
         zero_init(&r->zero, &r->gc, n, adamw_default_config(tc->weight_decay), err))
         return -1;
-    if (optimizer_on_backend(s, transport, &r->opt_on_backend, err)) return -1;
+    if (optimizer_on_backend(s, &r->opt_on_backend, err)) return -1;
     if (r->opt_on_backend && dist_is_multi(s->comm)) {
         r->full_m = calloc(n, sizeof *r->full_m);
         r->full_v = calloc(n, sizeof *r->full_v);
