@@ -194,6 +194,23 @@ START_TEST(pipeline_end_to_end)
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "./modpo validate-eval %s/gen/sft %s/gen/modpo-w0.8 > /dev/null", root, root);
     ck_assert_int_eq(system(cmd), 0);
+    /* The slots of a batch are sampled on several threads, each slot from its
+     * own random stream: 1 and 4 threads write the same sampled responses. */
+    char gen[2][1024];
+    for (int t = 0; t < 2; t++) {
+        char copy[4096];
+        snprintf(copy, sizeof copy, "mkdir -p %s/thr%d && cp -r %s %s/thr%d/ && rm -rf %s/thr%d/tiny/gen",
+                 tmp, t, root, tmp, t, tmp, t);
+        ck_assert_int_eq(system(copy), 0);
+        snprintf(args, sizeof args, "generate conf/tiny.cfg --model sft --set run.output_root=%s/thr%d "
+                 "--set run.threads=%d --set generate.do_sample=true --set generate.batch_size=16",
+                 tmp, t, t ? 4 : 1);
+        ck_assert_int_eq(run_modpo(args, t ? "gen-4-threads" : "gen-1-thread"), 0);
+        snprintf(gen[t], sizeof gen[t], "%s/thr%d/tiny/gen/sft/00000-of-00001.jsonl", tmp, t);
+    }
+    ck_assert_msg(same_file(gen[0], gen[1]), "%s and %s differ", gen[0], gen[1]);
+    snprintf(p, sizeof p, "%s/gen/sft/00000-of-00001.jsonl", root);
+    ck_assert_msg(!same_file(p, gen[0]), "sampling gave the greedy responses");
 }
 END_TEST
 
