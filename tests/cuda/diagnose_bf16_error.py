@@ -7,9 +7,12 @@ activations).  This script runs a plain PyTorch Llama of a given shape in fp32
 on bf16-representable weights, and re-runs it with bf16 rounding switched on
 at chosen places, forward ("f:") and backward ("b:", the gradient flowing into
 that tensor), to measure how much each place costs in gradient cosine against
-the pure fp32 run.  "all" mirrors the CUDA backend's roundings.
+the pure fp32 run.  "all" mirrors the CUDA backend's roundings.  "h:" tags
+round a forward place to fp16 instead (3 more mantissa bits): the variants at
+the end ask which wider operands would bring the gradient within a cosine of
+0.999 of fp32.
 
-    python3 tests/cuda/diagnose_bf16_error.py [layers] [hidden] [ffn] [heads]
+    python3 tests/cuda/diagnose_bf16_error.py [layers hidden ffn heads] [--fp16-only]
 
 Defaults: the Llama-2-7B shape (32, 4096, 11008, 32), the batch of
 gen_torch_reference.py (lengths 512, 450, 384, 300; labels on the last two
@@ -28,10 +31,17 @@ BWD = ["qkv", "ds", "attn", "dx", "gu", "u"]
 ALL = {"f:" + t for t in FWD} | {"b:" + t for t in BWD}
 
 
+def fp16_at(places, on=ALL):
+    """`on` with the forward roundings at `places` made fp16 ones."""
+    return (on - {"f:" + t for t in places}) | {"h:" + t for t in places}
+
+
 class Round(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fwd, bwd):
         ctx.bwd = bwd
+        if fwd == "half":
+            return x.half().float()
         return x.bfloat16().float() if fwd else x
 
     @staticmethod
@@ -59,7 +69,8 @@ def make_model(L, D, F, H, V, dev, seed=0):
 
 def forward(m, tokens, n_heads, on):
     def r(x, name):
-        f, b = ("f:" + name) in on, ("b:" + name) in on
+        f = "half" if ("h:" + name) in on else ("f:" + name) in on
+        b = ("b:" + name) in on
         return Round.apply(x, f, b) if (f or b) else x
 
     def rms(x):
@@ -128,7 +139,8 @@ def compare(ref, got):
 
 
 def main():
-    L, D, F, H = [int(a) for a in sys.argv[1:5]] if len(sys.argv) > 4 else (32, 4096, 11008, 32)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    L, D, F, H = [int(a) for a in args[:4]] if len(args) >= 4 else (32, 4096, 11008, 32)
     V = 32000
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -152,6 +164,11 @@ def main():
                  ALL - {"f:h", "f:attn", "f:act", "f:head"})]
     variants += [("all but " + t, ALL - {t}) for t in sorted(ALL)]
     variants += [("only " + t, {t}) for t in sorted(ALL)]
+    variants += [("all, fp16 at h qkv rope", fp16_at(["h", "qkv", "rope"])),
+                 ("all, fp16 at h qkv rope gu", fp16_at(["h", "qkv", "rope", "gu"])),
+                 ("all, fp16 at every forward place", fp16_at(FWD))]
+    if "--fp16-only" in sys.argv:
+        variants = [("all", ALL)] + variants[-3:]
     for name, on in variants:
         cos_all, worst, rel = compare(ref, run(m, batch, H, on))
         print(json.dumps({"variant": name, "grad_cos_all": round(cos_all, 6),

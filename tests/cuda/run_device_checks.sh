@@ -10,7 +10,8 @@
 # Needs build-cuda/modpo, build-cuda/tests/cuda/check_cuda_backend and
 # .device/lib.tgz (tools/device_bundle.sh) carried along; logs go to $OUT.
 #   bash tests/cuda/run_device_checks.sh [parity] [parity-variants] [memcheck]
-#       [poison] [racecheck] [initcheck] [synccheck] [diagnose] [pipeline] [recompute] [torch]
+#       [poison] [racecheck] [initcheck] [synccheck] [diagnose] [diagnose-fp16] [pipeline]
+#       [recompute] [torch]
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .device
@@ -63,6 +64,12 @@ diagnose)
     # Where a bf16 Llama's gradient error comes from (torch, fp32 with chosen roundings).
     echo "== diagnose (7B shape)"
     PYTHONUNBUFFERED=1 timeout 400 python3 tests/cuda/diagnose_bf16_error.py 2>&1 | grep -v -i warn | tee "$OUT/diagnose.log"
+    ;;
+diagnose-fp16)
+    # The same at the 7B shape, asking which places would need fp16 operands
+    # for a gradient cosine of 0.999 against fp32 (not run yet on a GPU).
+    echo "== diagnose, fp16 variants (7B shape)"
+    PYTHONUNBUFFERED=1 timeout 400 python3 tests/cuda/diagnose_bf16_error.py --fp16-only 2>&1 | grep -v -i warn | tee "$OUT/diagnose-fp16.log"
     ;;
 pipeline)
     echo "== pipeline"
