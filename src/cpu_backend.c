@@ -115,12 +115,9 @@ static int cpu_adamw_step(Backend *b, BackendAdapter *a, const BackendAdamWStep 
     CpuMoments *mo = cpu_moments(a, err);
     if (!mo) return -1;
     if (step->sum.fn && step->sum.fn(step->sum.ctx, h->grads, h->n_params, NULL, err)) return -1;
-    double sq = grad_sum_squares(h->grads, h->n_params);
-    *grad_norm = sqrt(sq);
+    /* grad_clip_norm leaves a non-finite gradient untouched: refused below */
+    *grad_norm = grad_clip_norm(h->grads, h->n_params, step->max_grad_norm);
     if (!isfinite(*grad_norm)) return error_set(err, "the gradient norm is not finite (%g)", *grad_norm);
-    float coef = grad_clip_coef(*grad_norm, step->max_grad_norm);
-    if (coef < 1.0f)
-        for (size_t i = 0; i < h->n_params; i++) h->grads[i] *= coef;
     AdamWScalars sc = adamw_scalars(&step->cfg, step->t, step->lr);
     adamw_apply(&sc, h->params, h->grads, mo->m, mo->v, h->n_params);
     return 0;
