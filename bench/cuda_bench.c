@@ -6,9 +6,10 @@
  *
  *   gemm        bf16 8192^3 GEMM (cuBLAS) TFLOP/s and device copy GB/s
  *   modpo       the MODPO training step at P pairs per micro-batch: policy
- *               logps (kept) -> sync -> MODPO loss against cached reference
- *               and margin values -> backward -> pull grads, clip 1.0, AdamW,
- *               push; as the trainer does it
+ *               logps (kept) -> MODPO dL/dlogp on the GPU against cached
+ *               reference and margin values -> backward -> sync (the loss
+ *               and metrics on the host) -> clip 1.0, AdamW; as the trainer
+ *               does it
  *   precompute  the frozen passes: reference logps (no adapter) and margin
  *               logps (a second adapter) of B sequences
  *   decode      prefill + greedy decode with the KV cache, batch 1 and 64
@@ -353,15 +354,17 @@ static int modpo_step(Step *s, Error *err)
 {
     const BackendOps *o = s->be->ops;
     int P = s->pairs;
+    PrefLossSpec loss = {(size_t)P, s->ref, s->ref + P, s->margin, s->margin + P,
+                         pref_reward_form(0.1, 1, 0.5), PREF_LOSS_SIGMOID, 1.0};
     if (o->adapter_zero_grads(s->be, s->pol, err) ||
-        o->logps(s->be, s->pol, &s->batch, s->logps, 1, err) || o->sync(s->be, err))
+        o->logps(s->be, s->pol, &s->batch, s->logps, 1, err) ||
+        o->pref_backward(s->be, s->pol, &s->batch, &loss, err) || o->sync(s->be, err))
         return -1;
+    /* the metrics the trainer logs, from the same logps, after the sync */
     PrefBatch pb = {(size_t)P, s->logps, s->logps + P, s->ref, s->ref + P};
     PrefMetrics m;
     PrefGrads g = {s->dlogps, s->dlogps + P};
-    if (modpo_loss(&pb, s->margin, s->margin + P, 0.1, 0.5, PREF_LOSS_SIGMOID, 1.0, &m, &g, err) ||
-        o->backward(s->be, s->pol, &s->batch, s->dlogps, err) || o->sync(s->be, err))
-        return -1;
+    if (modpo_loss(&pb, s->margin, s->margin + P, 0.1, 0.5, PREF_LOSS_SIGMOID, 1.0, &m, &g, err)) return -1;
     double t0 = now();
     int rc = optimizer_step(s, err);
     s->opt_seconds += now() - t0;

@@ -28,11 +28,14 @@
  *     pageable memory is staged immediately, no device sync), so the caller
  *     may reuse them afterwards.
  *   - Outputs (logps, logits) are host memory that the backend fills
- *     asynchronously: they are valid after backend_sync().  A training step
- *     is logps(keep) -> sync -> loss on the host (a few floats) -> backward;
- *     that sync is the only one, and gradients stay on the backend across
- *     micro-batches until adapter_pull_grads -- or never leave it, when the
- *     backend takes the optimizer step itself (adamw_step).
+ *     asynchronously: they are valid after backend_sync().  A training
+ *     step queues every micro-batch's logps(keep) -> backward (SFT: dL/dlogp
+ *     does not depend on the logps) or logps(keep) -> pref_backward (DPO,
+ *     MODPO: dL/dlogp formed on the backend) and syncs once at its end,
+ *     when the host computes the losses and metrics from the logps;
+ *     gradients stay on the backend across micro-batches until
+ *     adapter_pull_grads -- or never leave it, when the backend takes the
+ *     optimizer step itself (adamw_step).
  *   - Errors from asynchronous work may surface at the next call or at sync.
  *
  * Threading: a Backend is used by one thread at a time. */
@@ -46,6 +49,7 @@
 #include "error.h"
 #include "llama.h"
 #include "lora.h"
+#include "losses.h"
 
 typedef struct Backend Backend;
 
@@ -134,6 +138,16 @@ typedef struct {
      * state is released. */
     int (*backward)(Backend *b, BackendAdapter *a, const Batch *batch, const float *dlogps,
                     Error *err);
+    /* After logps(a, batch, keep=1) on a batch of loss->n_pairs chosen then
+     * loss->n_pairs rejected sequences: forms dL/dlogp from the logps that
+     * call produced -- on the backend, with the arithmetic of
+     * pref_loss_math.h, so no host round trip separates the forward from
+     * the backward -- and goes on as backward does with it.  The logps are
+     * not checked here: non-finite ones give non-finite gradients, which
+     * the caller finds in the logps after its next sync (and adamw_step
+     * refuses). */
+    int (*pref_backward)(Backend *b, BackendAdapter *a, const Batch *batch,
+                         const PrefLossSpec *loss, Error *err);
 
     /* ---- generation ----
      * A cache holds n_slots sequences of at most max_len tokens each. */
@@ -188,6 +202,11 @@ static inline int backend_backward(Backend *b, BackendAdapter *a, const Batch *b
                                    const float *dlogps, Error *err)
 {
     return b->ops->backward(b, a, batch, dlogps, err);
+}
+static inline int backend_pref_backward(Backend *b, BackendAdapter *a, const Batch *batch,
+                                        const PrefLossSpec *loss, Error *err)
+{
+    return b->ops->pref_backward(b, a, batch, loss, err);
 }
 
 #endif

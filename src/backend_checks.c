@@ -13,3 +13,16 @@ int backend_check_backward(const char *who, const BackendAdapter *a, int has_kep
                          batch->n_seq, batch->seq_len, kept_n_seq, kept_seq_len);
     return 0;
 }
+
+int backend_check_pref_backward(const char *who, const BackendAdapter *a, int has_kept,
+                                const BackendAdapter *kept_adapter, int kept_n_seq,
+                                int kept_seq_len, const Batch *batch, const PrefLossSpec *loss,
+                                Error *err)
+{
+    if (backend_check_backward(who, a, has_kept, kept_adapter, kept_n_seq, kept_seq_len, batch, err))
+        return -1;
+    if (loss->n_pairs == 0 || (size_t)batch->n_seq != 2 * loss->n_pairs)
+        return error_set(err, "%s preference backward: batch has %d sequences, %zu pairs need %zu", who,
+                         batch->n_seq, loss->n_pairs, 2 * loss->n_pairs);
+    return 0;
+}

@@ -15,6 +15,13 @@ int backend_check_backward(const char *who, const BackendAdapter *a, int has_kep
                            const BackendAdapter *kept_adapter, int kept_n_seq, int kept_seq_len,
                            const Batch *batch, Error *err);
 
+/* pref_backward(a, batch, loss): the checks of backward, and a batch of
+ * 2 * loss->n_pairs sequences. */
+int backend_check_pref_backward(const char *who, const BackendAdapter *a, int has_kept,
+                                const BackendAdapter *kept_adapter, int kept_n_seq,
+                                int kept_seq_len, const Batch *batch, const PrefLossSpec *loss,
+                                Error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -199,6 +199,9 @@ static int cpu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *o
     cpu_logprobs_forward(st->model, st->chunk, f->x_final, &f->labels, logp, head);
     sum_per_sequence(&f->labels, logp, batch->n_seq, out_logps);
     if (keep) {
+        f->seq_logp = cpu_arena_floats(arena, (size_t)batch->n_seq);
+        if (!f->seq_logp) return error_set(err, "cpu logps: out of memory for the kept logps");
+        memcpy(f->seq_logp, out_logps, (size_t)batch->n_seq * sizeof *f->seq_logp);
         f->n_seq = batch->n_seq;
         f->seq_len = batch->seq_len;
         st->has_fwd = 1;
@@ -218,6 +221,20 @@ static int cpu_backward(Backend *b, BackendAdapter *a, const Batch *batch, const
     st->has_fwd = 0;
     cpu_arena_reset(&st->kept);
     return rc ? error_prefix(err, "cpu backward: ") : 0;
+}
+
+static int cpu_pref_backward(Backend *b, BackendAdapter *a, const Batch *batch,
+                             const PrefLossSpec *loss, Error *err)
+{
+    CpuState *st = state_of(b);
+    if (backend_check_pref_backward("cpu", a, st->has_fwd, st->fwd.adapter, st->fwd.n_seq,
+                                    st->fwd.seq_len, batch, loss, err))
+        return -1;
+    /* in the kept arena: backward resets the scratch one before reading it */
+    float *d = cpu_arena_floats(&st->kept, (size_t)batch->n_seq);
+    if (!d) return error_set(err, "cpu preference backward: out of memory");
+    pref_loss_dlogps(loss, st->fwd.seq_logp, d);
+    return cpu_backward(b, a, batch, d, err);
 }
 
 static int cpu_debug_logits(Backend *b, BackendAdapter *a, const Batch *batch, float *out,
@@ -257,6 +274,7 @@ static const BackendOps cpu_ops = {
     .adamw_push = cpu_adamw_push,
     .logps = cpu_logps,
     .backward = cpu_backward,
+    .pref_backward = cpu_pref_backward,
     .kv_create = cpu_kv_create,
     .kv_free = cpu_kv_free,
     .prefill = cpu_prefill,

@@ -178,6 +178,7 @@ typedef struct {
     CpuLabels labels;
     const BackendAdapter *adapter;
     int n_seq, seq_len;   /* the batch it was run on */
+    float *seq_logp;      /* [n_seq] the logps it returned (kept passes) */
 } CpuForward;
 
 struct KvCache;

@@ -40,29 +40,20 @@ int sft_loss(const float *logps, const int *n_tokens, size_t n_seq, double grad_
      * reaching here means a bug upstream. */
     if (tokens == 0) return error_set(err, "SFT batch has no completion tokens");
     *loss = -sum / (double)tokens;
+    return dlogps ? sft_dlogps(n_tokens, n_seq, grad_scale, dlogps, err) : 0;
+}
+
+int sft_dlogps(const int *n_tokens, size_t n_seq, double grad_scale, float *dlogps, Error *err)
+{
+    long long tokens = 0;
+    for (size_t s = 0; s < n_seq; s++) {
+        if (n_tokens[s] < 0) return error_set(err, "SFT n_tokens[%zu] is negative (%d)", s, n_tokens[s]);
+        tokens += n_tokens[s];
+    }
+    if (tokens == 0) return error_set(err, "SFT batch has no completion tokens");
     float d = (float)(-grad_scale / (double)tokens);
     for (size_t s = 0; s < n_seq; s++) dlogps[s] = d;
     return 0;
-}
-
-/* Loss of one pair from its logit z and dloss/dz.  -log sigmoid(z) is
- * softplus(-z), split on the sign of z so exp never overflows and the small
- * tail keeps full precision (log1p). */
-static double pair_loss(double z, PrefLossType type, double *dz)
-{
-    if (type == PREF_LOSS_HINGE) {
-        /* torch's relu backward passes the gradient only where relu(x) > 0. */
-        *dz = z < 1.0 ? -1.0 : 0.0;
-        return z < 1.0 ? 1.0 - z : 0.0;
-    }
-    if (z >= 0.0) {
-        double e = exp(-z);
-        *dz = -e / (1.0 + e);
-        return log1p(e);
-    }
-    double e = exp(z);
-    *dz = -1.0 / (1.0 + e);
-    return -z + log1p(e);
 }
 
 static int check_batch(const PrefBatch *b, Error *err)
@@ -75,37 +66,24 @@ static int check_batch(const PrefBatch *b, Error *err)
     return check_finite(b->ref_rejected, n, "reference rejected logps", err);
 }
 
-/* The shared core of DPO and MODPO: with per-pair rewards
- * R(y) = scale * (beta*(pi - ref) - shift(y)) (DPO: scale 1, shift 0;
- * MODPO: scale 1/w, shift (1-w) r_margin), z = R(c) - R(r) and
- * dz/dpi_c = -dz/dpi_r = scale*beta. */
-typedef struct {
-    double beta, scale;
-    const float *shift_chosen, *shift_rejected; /* NULL: no shift */
-    double shift_weight;
-} RewardForm;
-
-static double reward(const RewardForm *f, double pi, double ref, const float *shift, size_t i)
-{
-    double r = f->beta * (pi - ref);
-    if (shift) r -= f->shift_weight * shift[i];
-    return f->scale * r;
-}
-
-static void pref_core(const PrefBatch *b, const RewardForm *f, PrefLossType type,
-                      double grad_scale, PrefMetrics *m, PrefGrads *g)
+/* The shared core of DPO and MODPO: with per-pair rewards R(y) of `f`
+ * (pref_loss_math.h), z = R(c) - R(r) and dz/dpi_c = -dz/dpi_r = scale*beta.
+ * shift_chosen/rejected: MODPO's margin rewards, NULL for DPO. */
+static void pref_core(const PrefBatch *b, const PrefRewardForm *f, const float *shift_chosen,
+                      const float *shift_rejected, PrefLossType type, double grad_scale,
+                      PrefMetrics *m, PrefGrads *g)
 {
     size_t n = b->n_pairs;
-    double dzdpi = f->scale * f->beta * grad_scale / (double)n;
+    double dz_dpi = pref_dz_dpi(f, grad_scale, (double)n);
+    int hinge = type == PREF_LOSS_HINGE;
     memset(m, 0, sizeof *m);
     for (size_t i = 0; i < n; i++) {
         double pc = b->policy_chosen[i], pr = b->policy_rejected[i];
-        double rc = reward(f, pc, b->ref_chosen[i], f->shift_chosen, i);
-        double rr = reward(f, pr, b->ref_rejected[i], f->shift_rejected, i);
-        double dz;
-        m->loss += pair_loss(rc - rr, type, &dz);
-        g->d_chosen[i] = (float)(dz * dzdpi);
-        g->d_rejected[i] = (float)(-dz * dzdpi);
+        double sc = shift_chosen ? shift_chosen[i] : 0.0, sr = shift_rejected ? shift_rejected[i] : 0.0;
+        double rc = pref_reward(f, pc, b->ref_chosen[i], sc);
+        double rr = pref_reward(f, pr, b->ref_rejected[i], sr);
+        m->loss += pref_pair_grads(f, hinge, dz_dpi, pc, pr, b->ref_chosen[i], b->ref_rejected[i], sc,
+                                   sr, &g->d_chosen[i], &g->d_rejected[i]);
         m->rewards_chosen += rc;
         m->rewards_rejected += rr;
         m->rewards_margins += rc - rr;
@@ -134,8 +112,8 @@ int dpo_loss(const PrefBatch *b, double beta, PrefLossType type, double grad_sca
              PrefMetrics *m, PrefGrads *g, Error *err)
 {
     if (check_batch(b, err)) return error_prefix(err, "DPO: ");
-    RewardForm f = { .beta = beta, .scale = 1.0 };
-    pref_core(b, &f, type, grad_scale, m, g);
+    PrefRewardForm f = pref_reward_form(beta, 0, 1.0);
+    pref_core(b, &f, NULL, NULL, type, grad_scale, m, g);
     /* For DPO the implicit rewards are the rewards; no margin part. */
     m->implicit_chosen = m->implicit_rejected = m->implicit_margins = 0.0;
     return 0;
@@ -168,12 +146,8 @@ int modpo_loss(const PrefBatch *b, const float *margin_chosen, const float *marg
     if (check_finite(margin_chosen, b->n_pairs, "margin rewards (chosen)", err) ||
         check_finite(margin_rejected, b->n_pairs, "margin rewards (rejected)", err))
         return error_prefix(err, "MODPO: ");
-    RewardForm f = {
-        .beta = beta, .scale = 1.0 / w,
-        .shift_chosen = margin_chosen, .shift_rejected = margin_rejected,
-        .shift_weight = 1.0 - w,
-    };
-    pref_core(b, &f, type, grad_scale, m, g);
+    PrefRewardForm f = pref_reward_form(beta, 1, w);
+    pref_core(b, &f, margin_chosen, margin_rejected, type, grad_scale, m, g);
     margin_stats(margin_chosen, margin_rejected, b->n_pairs, m);
     return 0;
 }
@@ -183,6 +157,24 @@ void modpo_margin_rewards(double margin_beta, const float *logp_adapter, const f
 {
     for (size_t i = 0; i < n; i++)
         out[i] = (float)(margin_beta * ((double)logp_adapter[i] - (double)logp_sft[i]));
+}
+
+void pref_loss_dlogps(const PrefLossSpec *loss, const float *logps, float *dlogps)
+{
+    size_t n = loss->n_pairs;
+    double dz_dpi = pref_dz_dpi(&loss->form, loss->grad_scale, (double)n);
+    for (size_t i = 0; i < n; i++) {
+        double sc = loss->margin_chosen ? loss->margin_chosen[i] : 0.0;
+        double sr = loss->margin_rejected ? loss->margin_rejected[i] : 0.0;
+        pref_pair_grads(&loss->form, loss->type == PREF_LOSS_HINGE, dz_dpi, logps[i], logps[n + i],
+                        loss->ref_chosen[i], loss->ref_rejected[i], sc, sr, &dlogps[i], &dlogps[n + i]);
+    }
+}
+
+PrefRewardForm pref_reward_form(double beta, int is_modpo, double w)
+{
+    if (!is_modpo) return (PrefRewardForm){beta, 1.0, 0.0};
+    return (PrefRewardForm){beta, 1.0 / w, 1.0 - w};
 }
 
 size_t pref_metrics_list(const PrefMetrics *m, int is_modpo, Metric out[PREF_METRICS_MAX])

@@ -23,6 +23,7 @@
 #include <stddef.h>
 
 #include "error.h"
+#include "pref_loss_math.h"
 
 typedef enum { PREF_LOSS_SIGMOID, PREF_LOSS_HINGE } PrefLossType;
 
@@ -33,9 +34,12 @@ const char *pref_loss_type_name(PrefLossType t);
 /* SFT: token-mean NLL over the completion tokens of one micro-batch,
  *   loss = -(sum_s logps[s]) / (sum_s n_tokens[s]),
  * which is Hugging Face's CrossEntropyLoss(ignore_index=-100) mean for that
- * batch.  dlogps[s] = -grad_scale / sum_s n_tokens[s]. */
+ * batch.  dlogps[s] = -grad_scale / sum_s n_tokens[s] (dlogps may be NULL). */
 int sft_loss(const float *logps, const int *n_tokens, size_t n_seq, double grad_scale,
              double *loss, float *dlogps, Error *err);
+/* sft_loss's dlogps alone: they do not depend on the logps, so a step can
+ * queue the backward before the logps reach the host. */
+int sft_dlogps(const int *n_tokens, size_t n_seq, double grad_scale, float *dlogps, Error *err);
 
 /* A batch of preference pairs.  The reference logps (and MODPO's margin
  * rewards) are constants: no gradient flows into them. */
@@ -80,6 +84,28 @@ int dpo_loss(const PrefBatch *b, double beta, PrefLossType type, double grad_sca
 int modpo_loss(const PrefBatch *b, const float *margin_chosen, const float *margin_rejected,
                double beta, double w, PrefLossType type, double grad_scale,
                PrefMetrics *m, PrefGrads *g, Error *err);
+
+/* The reward form of DPO (is_modpo 0; w unused) or of MODPO with weight w. */
+PrefRewardForm pref_reward_form(double beta, int is_modpo, double w);
+
+/* A preference loss handed to a backend whole (BackendOps.pref_backward), so
+ * dL/dlogp is formed where the logps are: the pair constants of one
+ * micro-batch (host memory, read before the call returns) and the loss's
+ * parameters.  The policy batch holds the n_pairs chosen sequences, then the
+ * n_pairs rejected ones. */
+typedef struct {
+    size_t n_pairs;
+    const float *ref_chosen, *ref_rejected;       /* [n_pairs] */
+    const float *margin_chosen, *margin_rejected; /* [n_pairs], NULL for DPO */
+    PrefRewardForm form;
+    PrefLossType type;
+    double grad_scale;
+} PrefLossSpec;
+
+/* dL/dlogp of `loss` for the policy logps [chosen n_pairs | rejected n_pairs]
+ * into dlogps (same layout): what pref_backward forms on a backend.  The
+ * logps are not checked (dpo_loss / modpo_loss do that). */
+void pref_loss_dlogps(const PrefLossSpec *loss, const float *logps, float *dlogps);
 
 /* r_margin(y) = margin_beta * (logp_adapter(y) - logp_sft(y)) for n sequences:
  * the margin adapter's implicit reward, computed once before MODPO. */

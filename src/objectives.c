@@ -14,31 +14,31 @@ static long batch_tokens(const Batch *b)
     return n;
 }
 
-static int sft_micro(void *ctx, const size_t *idx, int n, double grad_scale, ObjectiveStats *out,
+/* rec: f = [logps n | dlogps n], i = the label counts. */
+static int sft_micro(void *ctx, const size_t *idx, int n, double grad_scale, MicroRecord *rec,
                      Error *err)
 {
     SftObjective *o = ctx;
+    float *f = micro_record_floats(rec, 2 * (size_t)n, err);
+    int *n_tokens = micro_record_ints(rec, (size_t)n, err);
+    if (!f || !n_tokens) return -1;
     Batch batch;
     if (batch_from_sft(o->train, idx, n, &batch, err)) return -1;
-    float *logps = malloc((size_t)n * sizeof *logps);
-    float *dlogps = malloc((size_t)n * sizeof *dlogps);
-    int *n_tokens = malloc((size_t)n * sizeof *n_tokens);
-    int rc = -1;
-    if (!logps || !dlogps || !n_tokens) { error_set(err, "out of memory"); goto done; }
     for (int i = 0; i < n; i++) n_tokens[i] = batch_n_labels(&batch, i);
-    if (backend_logps(o->backend, o->policy, &batch, logps, 1, err) ||
-        backend_sync(o->backend, err) ||
-        sft_loss(logps, n_tokens, (size_t)n, grad_scale, &out->loss, dlogps, err) ||
-        backend_backward(o->backend, o->policy, &batch, dlogps, err))
-        goto done;
-    out->tokens = batch_tokens(&batch);
-    rc = 0;
-done:
-    free(logps);
-    free(dlogps);
-    free(n_tokens);
+    int rc = sft_dlogps(n_tokens, (size_t)n, grad_scale, f + n, err) ||
+             backend_logps(o->backend, o->policy, &batch, f, 1, err) ||
+             backend_backward(o->backend, o->policy, &batch, f + n, err);
+    rec->n = n;
+    rec->tokens = batch_tokens(&batch);
     batch_free(&batch);
-    return rc;
+    return rc ? -1 : 0;
+}
+
+static int sft_settle(void *ctx, const MicroRecord *rec, ObjectiveStats *out, Error *err)
+{
+    (void)ctx;
+    out->tokens = rec->tokens;
+    return sft_loss(rec->f, rec->i, (size_t)rec->n, 1.0, &out->loss, NULL, err);
 }
 
 static int sft_evaluate(void *ctx, const DistComm *comm, ObjectiveStats *out, Error *err)
@@ -84,34 +84,23 @@ static double sft_weight(void *ctx, const size_t *idx, int n)
 
 Objective sft_objective(SftObjective *o)
 {
-    return (Objective){o, o->train->n, sft_micro, sft_evaluate, sft_weight};
+    return (Objective){o, o->train->n, sft_micro, sft_settle, sft_evaluate, sft_weight};
 }
 
 /* ---- DPO and MODPO ------------------------------------------------------ */
 
+/* One batch of n pairs laid out in 8n floats: the policy logps
+ * [chosen | rejected], the reference logps, the margin rewards and dL/dlogp. */
 typedef struct {
     float *logps, *ref_c, *ref_r, *mar_c, *mar_r, *d;
 } PrefScratch;
 
-static void scratch_free(PrefScratch *s)
-{
-    free(s->logps); free(s->ref_c); free(s->ref_r); free(s->mar_c); free(s->mar_r); free(s->d);
-}
+#define PREF_FLOATS_PER_PAIR 8
 
-static int scratch_alloc(PrefScratch *s, int n, Error *err)
+static PrefScratch scratch_view(float *f, int n)
 {
     size_t k = (size_t)n;
-    s->logps = malloc(2 * k * sizeof(float));
-    s->ref_c = malloc(k * sizeof(float));
-    s->ref_r = malloc(k * sizeof(float));
-    s->mar_c = malloc(k * sizeof(float));
-    s->mar_r = malloc(k * sizeof(float));
-    s->d = malloc(2 * k * sizeof(float));
-    if (!s->logps || !s->ref_c || !s->ref_r || !s->mar_c || !s->mar_r || !s->d) {
-        scratch_free(s);
-        return error_set(err, "out of memory");
-    }
-    return 0;
+    return (PrefScratch){f, f + 2 * k, f + 3 * k, f + 4 * k, f + 5 * k, f + 6 * k};
 }
 
 static void gather_constants(const PairConstants *c, const size_t *idx, int n, PrefScratch *s)
@@ -158,41 +147,60 @@ static int recompute_frozen(const PrefObjective *o, const Batch *batch, int n, P
     return 0;
 }
 
-static int pref_pass(const PrefObjective *o, const PairSequences *ps, const PairConstants *c,
-                     const size_t *idx, int n, int keep, Batch *batch, PrefScratch *s, Error *err)
+/* Builds the batch, gathers its constants and queues the policy's logps
+ * (with the frozen passes first when testing recomputes them). */
+static int pref_queue(const PrefObjective *o, const PairSequences *ps, const PairConstants *c,
+                      const size_t *idx, int n, int keep, Batch *batch, PrefScratch *s, Error *err)
 {
     if (batch_from_pairs(ps, idx, n, batch, err)) return -1;
     gather_constants(c, idx, n, s);
-    if (o->recompute_frozen && recompute_frozen(o, batch, n, s, err)) {
-        batch_free(batch);
-        return -1;
-    }
-    if (backend_logps(o->backend, o->policy, batch, s->logps, keep, err) ||
-        backend_sync(o->backend, err)) {
+    if ((o->recompute_frozen && recompute_frozen(o, batch, n, s, err)) ||
+        backend_logps(o->backend, o->policy, batch, s->logps, keep, err)) {
         batch_free(batch);
         return -1;
     }
     return 0;
 }
 
-static int pref_micro(void *ctx, const size_t *idx, int n, double grad_scale, ObjectiveStats *out,
+static PrefLossSpec loss_spec(const PrefObjective *o, int n, double grad_scale, const PrefScratch *s)
+{
+    return (PrefLossSpec){
+        .n_pairs = (size_t)n,
+        .ref_chosen = s->ref_c, .ref_rejected = s->ref_r,
+        .margin_chosen = o->is_modpo ? s->mar_c : NULL,
+        .margin_rejected = o->is_modpo ? s->mar_r : NULL,
+        .form = pref_reward_form(o->beta, o->is_modpo, o->w),
+        .type = o->loss,
+        .grad_scale = grad_scale,
+    };
+}
+
+static int pref_micro(void *ctx, const size_t *idx, int n, double grad_scale, MicroRecord *rec,
                       Error *err)
 {
     PrefObjective *o = ctx;
-    PrefScratch s;
-    if (scratch_alloc(&s, n, err)) return -1;
+    float *f = micro_record_floats(rec, PREF_FLOATS_PER_PAIR * (size_t)n, err);
+    if (!f) return -1;
+    PrefScratch s = scratch_view(f, n);
     Batch batch;
-    PrefMetrics m;
-    int rc = pref_pass(o, o->train, &o->train_c, idx, n, 1, &batch, &s, err);
-    if (rc == 0) {
-        rc = pref_loss(o, n, grad_scale, &s, &m, err) ||
-             backend_backward(o->backend, o->policy, &batch, s.d, err);
-        out->tokens = batch_tokens(&batch);
-        batch_free(&batch);
-        if (rc == 0) report(o, &m, out);
-    }
-    scratch_free(&s);
+    if (pref_queue(o, o->train, &o->train_c, idx, n, 1, &batch, &s, err)) return -1;
+    PrefLossSpec loss = loss_spec(o, n, grad_scale, &s);
+    int rc = backend_pref_backward(o->backend, o->policy, &batch, &loss, err);
+    rec->n = n;
+    rec->tokens = batch_tokens(&batch);
+    batch_free(&batch);
     return rc ? -1 : 0;
+}
+
+static int pref_settle(void *ctx, const MicroRecord *rec, ObjectiveStats *out, Error *err)
+{
+    const PrefObjective *o = ctx;
+    PrefScratch s = scratch_view(rec->f, rec->n);
+    PrefMetrics m;
+    if (pref_loss(o, rec->n, 1.0, &s, &m, err)) return -1;
+    report(o, &m, out);
+    out->tokens = rec->tokens;
+    return 0;
 }
 
 /* Weighted running mean of the metrics over evaluation batches. */
@@ -212,10 +220,9 @@ static int pref_evaluate(void *ctx, const DistComm *comm, ObjectiveStats *out, E
     size_t total = o->eval->n < (size_t)o->eval_size ? o->eval->n : (size_t)o->eval_size;
     memset(out, 0, sizeof *out);
     if (total == 0) return error_set(err, "no validation pairs to evaluate on");
-    PrefScratch s;
-    if (scratch_alloc(&s, o->batch_size, err)) return -1;
+    float *f = malloc(PREF_FLOATS_PER_PAIR * (size_t)o->batch_size * sizeof *f);
     size_t *idx = malloc((size_t)o->batch_size * sizeof *idx);
-    int rc = idx ? 0 : error_set(err, "out of memory");
+    int rc = idx && f ? 0 : error_set(err, "out of memory");
     size_t lo, hi;
     dist_shard_blocks(comm, total, (size_t)o->batch_size, &lo, &hi);
     for (size_t start = lo; rc == 0 && start < hi; start += (size_t)o->batch_size) {
@@ -225,9 +232,12 @@ static int pref_evaluate(void *ctx, const DistComm *comm, ObjectiveStats *out, E
         PrefMetrics m;
         ObjectiveStats part;
         memset(&part, 0, sizeof part);
-        rc = pref_pass(o, o->eval, &o->eval_c, idx, n, 0, &batch, &s, err);
+        PrefScratch s = scratch_view(f, n);
+        rc = pref_queue(o, o->eval, &o->eval_c, idx, n, 0, &batch, &s, err);
         if (rc) break;
         batch_free(&batch);
+        rc = backend_sync(o->backend, err);
+        if (rc) break;
         rc = pref_loss(o, n, 1.0, &s, &m, err);
         if (rc == 0) {
             report(o, &m, &part);
@@ -235,7 +245,7 @@ static int pref_evaluate(void *ctx, const DistComm *comm, ObjectiveStats *out, E
         }
     }
     free(idx);
-    scratch_free(&s);
+    free(f);
     if (rc == 0 && dist_is_multi(comm)) {
         /* the parts' weighted sums, added in rank order; a rank with no
          * batch has no metric names yet: rank 0 always has the first one */
@@ -259,5 +269,5 @@ static double pref_weight(void *ctx, const size_t *idx, int n)
 
 Objective pref_objective(PrefObjective *o)
 {
-    return (Objective){o, o->train->n, pref_micro, pref_evaluate, pref_weight};
+    return (Objective){o, o->train->n, pref_micro, pref_settle, pref_evaluate, pref_weight};
 }

@@ -24,6 +24,8 @@ typedef struct {
     MetricsLog log;
     bool root;                /* rank 0 of the group: logs and progress */
     size_t *idx;              /* [batch_size] one micro-batch's examples */
+    MicroRecord *records;     /* [grad_accum] what each queued micro-batch left */
+    double *weights;          /* [grad_accum] each one's share of the step (0: not this rank's) */
     double step_seconds;      /* gradients + optimizer, summed over the steps run */
     double cpu_seconds;       /* this process's CPU time in them */
     bool opt_on_backend;      /* the backend takes the optimizer step (its adamw_step) */
@@ -84,8 +86,10 @@ static int run_init(Run *r, const TrainerSetup *s, Error *err)
     }
     if (train_order_init(&r->order, s->seed, s->obj.n_train, err)) return -1;
     r->idx = calloc((size_t)tc->batch_size, sizeof *r->idx);
+    r->records = calloc((size_t)tc->grad_accum, sizeof *r->records);
+    r->weights = calloc((size_t)tc->grad_accum, sizeof *r->weights);
     r->st.best_params = malloc(n * sizeof(float));
-    if (!r->idx || !r->st.best_params) return error_set(err, "out of memory");
+    if (!r->idx || !r->records || !r->weights || !r->st.best_params) return error_set(err, "out of memory");
     r->st.stage = s->stage;
     r->st.n_params = n;
     r->st.params = s->adapter->params;
@@ -103,6 +107,9 @@ static void run_free(Run *r)
     grad_comm_free(&r->gc);
     train_order_free(&r->order);
     free(r->idx);
+    for (int m = 0; r->records && m < r->s->tc->grad_accum; m++) micro_record_free(&r->records[m]);
+    free(r->records);
+    free(r->weights);
     free(r->st.best_params);
     free(r->full_m);
     free(r->full_v);
@@ -204,7 +211,9 @@ static int micro_batch_examples(Run *r, long step, int m, Error *err)
  * micro-batch that falls in its share, with the gradient scaled by
  * (1 / grad_accum) x (its part's weight / the micro-batch's weight), so the
  * gradients summed over the ranks are exactly the single-process ones:
- * every micro-batch's loss stays the mean over all of its examples. */
+ * every micro-batch's loss stays the mean over all of its examples.
+ * Every micro-batch is queued before the one sync that settles their
+ * losses, so the backend never waits for the host inside a step. */
 static int accumulate_gradients(Run *r, long step, ObjectiveStats *stats, Error *err)
 {
     const TrainerSetup *s = r->s;
@@ -214,8 +223,10 @@ static int accumulate_gradients(Run *r, long step, ObjectiveStats *stats, Error 
     size_t lo, hi, B = (size_t)tc->batch_size;
     dist_shard(s->comm, B * (size_t)tc->grad_accum, &lo, &hi);
     if (b->ops->adapter_zero_grads(b, s->handle, err)) return -1;
+    double *weight = r->weights;
     for (int m = 0; m < tc->grad_accum; m++) {
         size_t first = (size_t)m * B, from = lo > first ? lo : first, to = hi < first + B ? hi : first + B;
+        weight[m] = 0;
         if (from >= to) continue;
         if (micro_batch_examples(r, step, m, err)) return -1;
         const size_t *part = r->idx + (from - first);
@@ -225,11 +236,18 @@ static int accumulate_gradients(Run *r, long step, ObjectiveStats *stats, Error 
             double whole = s->obj.weight(s->obj.ctx, r->idx, tc->batch_size);
             share = whole > 0 ? s->obj.weight(s->obj.ctx, part, n) / whole : 0.0;
         }
+        weight[m] = share / tc->grad_accum;
+        if (s->obj.micro(s->obj.ctx, part, n, weight[m], &r->records[m], err))
+            return error_prefix(err, "step %ld micro-batch %d: ", step + 1, m);
+    }
+    if (backend_sync(b, err)) return error_prefix(err, "step %ld: ", step + 1);
+    for (int m = 0; m < tc->grad_accum; m++) {
+        if (weight[m] == 0) continue;
         ObjectiveStats micro;
         memset(&micro, 0, sizeof micro);
-        if (s->obj.micro(s->obj.ctx, part, n, share / tc->grad_accum, &micro, err))
+        if (s->obj.settle(s->obj.ctx, &r->records[m], &micro, err))
             return error_prefix(err, "step %ld micro-batch %d: ", step + 1, m);
-        accumulate(stats, &micro, share / tc->grad_accum);
+        accumulate(stats, &micro, weight[m]);
     }
     if (!r->opt_on_backend && b->ops->adapter_pull_grads(b, s->handle, err)) return -1;
     return reduce_stats(r, stats, err);
@@ -376,4 +394,37 @@ int trainer_run(const TrainerSetup *s, TrainResult *res, Error *err)
 done:
     run_free(&r);
     return rc;
+}
+
+static void *grow(void *p, size_t *cap, size_t n, size_t size, Error *err)
+{
+    if (n <= *cap) return p;
+    void *q = realloc(p, n * size);
+    if (!q) {
+        error_set(err, "out of memory for a micro-batch's record (%zu values)", n);
+        return NULL;
+    }
+    *cap = n;
+    return q;
+}
+
+float *micro_record_floats(MicroRecord *rec, size_t n, Error *err)
+{
+    float *f = grow(rec->f, &rec->f_cap, n, sizeof *rec->f, err);
+    if (f) rec->f = f;
+    return f;
+}
+
+int *micro_record_ints(MicroRecord *rec, size_t n, Error *err)
+{
+    int *i = grow(rec->i, &rec->i_cap, n, sizeof *rec->i, err);
+    if (i) rec->i = i;
+    return i;
+}
+
+void micro_record_free(MicroRecord *rec)
+{
+    free(rec->f);
+    free(rec->i);
+    memset(rec, 0, sizeof *rec);
 }

@@ -29,13 +29,36 @@ typedef struct {
     long tokens;           /* tokens the micro-batch processed (for tokens/s) */
 } ObjectiveStats;
 
+/* What a queued micro-batch leaves for its settle: host memory the
+ * objective lays out as it needs (the backend writes the logps into it
+ * asynchronously) and reads back once the step is synchronised.  Owned by
+ * the trainer, one per micro-batch of a step, reused across steps. */
+typedef struct {
+    float *f;
+    size_t f_cap;
+    int *i;
+    size_t i_cap;
+    int n;                 /* examples of the micro-batch */
+    long tokens;
+} MicroRecord;
+
+/* rec->f / rec->i with room for at least n values (grown as needed);
+ * NULL + err when out of memory. */
+float *micro_record_floats(MicroRecord *rec, size_t n, Error *err);
+int *micro_record_ints(MicroRecord *rec, size_t n, Error *err);
+void micro_record_free(MicroRecord *rec);
+
 typedef struct {
     void *ctx;
     size_t n_train;        /* training examples (SFT) or pairs */
-    /* Adds the gradients of grad_scale * loss(idx[0..n)) to the policy's
-     * gradient accumulator and reports the micro-batch's loss and metrics. */
-    int (*micro)(void *ctx, const size_t *idx, int n, double grad_scale, ObjectiveStats *out,
+    /* Queues on the backend the work that adds the gradients of
+     * grad_scale * loss(idx[0..n)) to the policy's gradient accumulator --
+     * no host synchronisation -- and leaves in rec what settle needs. */
+    int (*micro)(void *ctx, const size_t *idx, int n, double grad_scale, MicroRecord *rec,
                  Error *err);
+    /* After the backend has been synchronised: the loss and metrics of the
+     * micro-batch that left rec (an error if its logps are not finite). */
+    int (*settle)(void *ctx, const MicroRecord *rec, ObjectiveStats *out, Error *err);
     /* Loss and metrics of the current adapter on the validation set,
      * collective over comm (NULL: one process): each rank evaluates whole
      * batches of a contiguous share and the parts are summed in rank order,

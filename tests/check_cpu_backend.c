@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "losses.h"
 #include "lora_peft.h"
 #include "model_io.h"
 #include "safetensors.h"
@@ -234,6 +235,75 @@ START_TEST(lora_grads_match_torch)
 }
 END_TEST
 
+/* pref_backward forms dL/dlogp itself from the kept logps; it must give the
+ * gradients of the host's own loss (dpo_loss / modpo_loss, which
+ * check_losses holds to torch) pushed through backward, bit for bit. */
+static void pref_grads(Fixture *fx, Batch *b, int on_backend, int is_modpo, PrefLossType type,
+                       float *out)
+{
+    Error err;
+    int n = b->n_seq / 2;
+    float lp[16], ref[16], margin[16], d[16];
+    ok(backend_logps(fx->be, NULL, b, ref, 0, &err), &err);
+    ok(backend_sync(fx->be, &err), &err);
+    /* beta small enough that every pair stays inside the losses' sensitive range */
+    for (int i = 0; i < b->n_seq; i++) margin[i] = 0.25f * (float)(i + 1) - 0.6f;
+    ok(fx->be->ops->adapter_zero_grads(fx->be, fx->ba, &err), &err);
+    ok(backend_logps(fx->be, fx->ba, b, lp, 1, &err), &err);
+    PrefLossSpec spec = {(size_t)n, ref, ref + n, is_modpo ? margin : NULL, is_modpo ? margin + n : NULL,
+                         pref_reward_form(0.001, is_modpo, 0.4), type, 0.5};
+    if (on_backend) {
+        ok(backend_pref_backward(fx->be, fx->ba, b, &spec, &err), &err);
+    } else {
+        ok(backend_sync(fx->be, &err), &err);
+        PrefBatch pb = {(size_t)n, lp, lp + n, ref, ref + n};
+        PrefGrads g = {d, d + n};
+        PrefMetrics m;
+        if (is_modpo) ok(modpo_loss(&pb, margin, margin + n, 0.001, 0.4, type, 0.5, &m, &g, &err), &err);
+        else ok(dpo_loss(&pb, 0.001, type, 0.5, &m, &g, &err), &err);
+        ok(backend_backward(fx->be, fx->ba, b, d, &err), &err);
+    }
+    ok(fx->be->ops->adapter_pull_grads(fx->be, fx->ba, &err), &err);
+    memcpy(out, fx->adapter.grads, fx->adapter.n_params * sizeof *out);
+}
+
+START_TEST(pref_backward_matches_host_loss)
+{
+    Fixture fx;
+    fixture_open(&fx, cases[_i], 0);
+    Batch b = fx.batch;
+    b.n_seq -= b.n_seq % 2; /* whole pairs: the first half chosen, the rest rejected */
+    ck_assert_int_ge(b.n_seq, 2);
+    size_t np = fx.adapter.n_params;
+    float *host = malloc(np * sizeof *host), *dev = malloc(np * sizeof *dev);
+    for (int variant = 0; variant < 2; variant++) {
+        int is_modpo = variant == 0;
+        PrefLossType type = is_modpo ? PREF_LOSS_SIGMOID : PREF_LOSS_HINGE;
+        pref_grads(&fx, &b, 0, is_modpo, type, host);
+        pref_grads(&fx, &b, 1, is_modpo, type, dev);
+        double norm = 0;
+        for (size_t i = 0; i < np; i++) norm += (double)host[i] * host[i];
+        ck_assert_msg(norm > 0, "%s: the loss gave no gradient to compare", cases[_i]);
+        ck_assert_msg(memcmp(host, dev, np * sizeof *host) == 0, "%s %s: pref_backward's gradients differ",
+                      cases[_i], is_modpo ? "modpo" : "dpo hinge");
+    }
+    /* a batch that is not whole pairs, and no kept forward, are errors */
+    Error err;
+    float lp[16], ref[16] = {0};
+    PrefLossSpec spec = {(size_t)b.n_seq, ref, ref, NULL, NULL, pref_reward_form(0.1, 0, 1), PREF_LOSS_SIGMOID, 1};
+    ok(backend_logps(fx.be, fx.ba, &b, lp, 1, &err), &err);
+    ck_assert_int_eq(backend_pref_backward(fx.be, fx.ba, &b, &spec, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "pairs need"));
+    spec.n_pairs = (size_t)b.n_seq / 2;
+    ok(backend_pref_backward(fx.be, fx.ba, &b, &spec, &err), &err);
+    ck_assert_int_eq(backend_pref_backward(fx.be, fx.ba, &b, &spec, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "keep_for_backward"));
+    free(host);
+    free(dev);
+    fixture_close(&fx);
+}
+END_TEST
+
 /* Two prompts of different lengths: prefill, then feed each sequence's own
  * next tokens one step at a time (the shorter one stops early); every step's
  * logits must equal the full forward's at that position. */
@@ -304,6 +374,7 @@ int main(void)
     tcase_add_loop_test(tc, logits_match_torch, 0, N_CASES);
     tcase_add_loop_test(tc, logps_match_torch, 0, N_CASES);
     tcase_add_loop_test(tc, lora_grads_match_torch, 0, N_CASES);
+    tcase_add_loop_test(tc, pref_backward_matches_host_loss, 0, N_CASES);
     tcase_add_loop_test(tc, decode_matches_full_forward, 0, N_CASES);
     tcase_add_test(tc, bad_batches_are_errors);
     suite_add_tcase(s, tc);

@@ -215,18 +215,55 @@ static int cu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *ou
         if (cu_arena_check(arena, "the head direction", err)) return error_prefix(err, "cuda logps: ");
     }
     if (st->prof && cu_prof_mark(st, CU_PH_HEAD_FWD, err)) return error_prefix(err, "cuda logps: ");
-    float *seq = cu_alloc<float>(&st->scratch, (size_t)batch->n_seq);
-    if (cu_arena_check(&st->scratch, "logps", err) ||
+    /* kept with the forward: pref_backward reads them */
+    float *seq = cu_alloc<float>(arena, (size_t)batch->n_seq);
+    if (cu_arena_check(arena, "logps", err) ||
         cu_logprobs_forward(st, f, keep, seq, err) ||
         cu_output(st, out_logps, seq, (size_t)batch->n_seq * sizeof(float), err))
         return error_prefix(err, "cuda logps: ");
     if (st->prof && cu_prof_mark(st, CU_PH_OTHER, err)) return error_prefix(err, "cuda logps: ");
     if (keep) {
+        f->seq_logp = seq;
         f->n_seq = batch->n_seq;
         f->seq_len = batch->seq_len;
         st->has_fwd = 1;
     }
     return 0;
+}
+
+/* The kept forward's backward from dlogps[n_seq] that upload() puts on the
+ * device (host ones, or formed there), then the kept state released. */
+typedef int (*DlogpsSource)(CuState *st, const void *ctx, float *d, Error *err);
+
+static int backward_from(CuState *st, BackendAdapter *a, const Batch *batch, DlogpsSource upload,
+                         const void *ctx, Error *err)
+{
+    int rc = cu_arena_reset(&st->scratch, err);
+    float *d = rc ? NULL : cu_alloc<float>(&st->scratch, (size_t)batch->n_seq);
+    if (!rc) rc = cu_arena_check(&st->scratch, "dlogps", err);
+    if (!rc) rc = upload(st, ctx, d, err);
+    if (!rc) rc = cu_model_backward(st, a, &st->fwd, d, &st->scratch, err);
+    st->has_fwd = 0;
+    Error e2;
+    if (cu_arena_reset(&st->kept, rc ? &e2 : err) && !rc) rc = -1;
+    return rc;
+}
+
+struct HostDlogps {
+    const float *h;
+    size_t n;
+};
+
+static int upload_dlogps(CuState *st, const void *ctx, float *d, Error *err)
+{
+    const HostDlogps *src = (const HostDlogps *)ctx;
+    cudaError_t e = cudaMemcpyAsync(d, src->h, src->n * sizeof(float), cudaMemcpyHostToDevice, st->stream);
+    return e == cudaSuccess ? 0 : error_set(err, "uploading dlogps: %s", cudaGetErrorString(e));
+}
+
+static int form_pref_dlogps(CuState *st, const void *ctx, float *d, Error *err)
+{
+    return cu_pref_dlogps(st, (const PrefLossSpec *)ctx, st->fwd.seq_logp, d, &st->scratch, err);
 }
 
 static int cu_backward(Backend *b, BackendAdapter *a, const Batch *batch, const float *dlogps,
@@ -236,19 +273,20 @@ static int cu_backward(Backend *b, BackendAdapter *a, const Batch *batch, const 
     if (backend_check_backward("cuda", a, st->has_fwd, st->fwd.adapter, st->fwd.n_seq, st->fwd.seq_len,
                                batch, err))
         return -1;
-    int rc = cu_arena_reset(&st->scratch, err);
-    float *d = rc ? NULL : cu_alloc<float>(&st->scratch, (size_t)batch->n_seq);
-    if (!rc) rc = cu_arena_check(&st->scratch, "dlogps", err);
-    if (!rc) {
-        cudaError_t e = cudaMemcpyAsync(d, dlogps, (size_t)batch->n_seq * sizeof(float),
-                                        cudaMemcpyHostToDevice, st->stream);
-        if (e != cudaSuccess) rc = error_set(err, "uploading dlogps: %s", cudaGetErrorString(e));
-    }
-    if (!rc) rc = cu_model_backward(st, a, &st->fwd, d, &st->scratch, err);
-    st->has_fwd = 0;
-    Error e2;
-    if (cu_arena_reset(&st->kept, rc ? &e2 : err) && !rc) rc = -1;
-    return rc ? error_prefix(err, "cuda backward: ") : 0;
+    HostDlogps src = {dlogps, (size_t)batch->n_seq};
+    return backward_from(st, a, batch, upload_dlogps, &src, err) ? error_prefix(err, "cuda backward: ") : 0;
+}
+
+static int cu_pref_backward(Backend *b, BackendAdapter *a, const Batch *batch, const PrefLossSpec *loss,
+                            Error *err)
+{
+    CuState *st = cu_state(b);
+    if (backend_check_pref_backward("cuda", a, st->has_fwd, st->fwd.adapter, st->fwd.n_seq,
+                                    st->fwd.seq_len, batch, loss, err))
+        return -1;
+    return backward_from(st, a, batch, form_pref_dlogps, loss, err)
+               ? error_prefix(err, "cuda preference backward: ")
+               : 0;
 }
 
 /* For parity tests: every position's logits, synchronously. */
@@ -339,6 +377,7 @@ static const BackendOps cuda_ops = {
     cu_adamw_push,
     cu_logps,
     cu_backward,
+    cu_pref_backward,
     cu_kv_create,
     cu_kv_free,
     cu_prefill,

@@ -130,6 +130,7 @@ struct CuForward {
     float *x_final;        /* [n, D] */
     const BackendAdapter *adapter;
     int n_seq, seq_len;
+    float *seq_logp;       /* [n_seq] the logps it returned, on the device (kept passes) */
 };
 
 struct CuKv {
@@ -206,6 +207,12 @@ int cu_adamw_step(Backend *b, BackendAdapter *a, const BackendAdamWStep *step, d
 int cu_adamw_pull(Backend *b, BackendAdapter *a, float *m, float *v, Error *err);
 int cu_adamw_push(Backend *b, BackendAdapter *a, const float *m, const float *v, Error *err);
 void cu_adamw_free(CuAdapter *ca);
+
+/* ---- cuda_pref_loss.cu: dL/dlogp of a preference loss on the device ----
+ * dlogps[2n] from the policy logps[2n] ([chosen | rejected], device); the
+ * pair constants are uploaded into `arena`. */
+int cu_pref_dlogps(CuState *st, const PrefLossSpec *loss, const float *logps, float *dlogps,
+                   CuArena *arena, Error *err);
 
 /* ---- cuda_gemm.cu: row-major C[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta C
  * with bf16 A, B, fp32 compute, C bf16 (c_f32 = 0) or fp32 (c_f32 = 1). */

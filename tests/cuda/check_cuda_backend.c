@@ -345,6 +345,56 @@ static void check_optimizer(Backend *be, LoraAdapter *ad, const Batch *b, const 
     free(saved); free(g); free(gh); free(hp); free(m); free(v); free(lp_step); free(lp_push); free(bad);
 }
 
+/* pref_backward forms MODPO's dL/dlogp on the device from the kept logps
+ * (pref_loss_math.h, double); the host's modpo_loss (held to torch by
+ * check_losses) on the same logps, uploaded through backward, must give the
+ * same gradients.  The device's exp and log1p may differ from glibc's by an
+ * ulp in double, which only rarely reaches the fp32 dlogps. */
+static void check_pref_backward(Backend *be, LoraAdapter *ad, const Batch *full, const float *base)
+{
+    Error err;
+    Batch b = *full;
+    b.n_seq -= b.n_seq % 2;
+    int n = b.n_seq / 2;
+    size_t np = ad->n_params;
+    float *lp = calloc((size_t)b.n_seq, sizeof(float)), *d = calloc((size_t)b.n_seq, sizeof(float));
+    float *margin = calloc((size_t)b.n_seq, sizeof(float)), *host = malloc(np * sizeof(float));
+    for (int i = 0; i < b.n_seq; i++) margin[i] = (float)(uniform() * 2 - 1);
+    BackendAdapter *ba = NULL;
+    die(be->ops->adapter_bind(be, ad, &ba, &err) || be->ops->adapter_zero_grads(be, ba, &err) ||
+        be->ops->logps(be, ba, &b, lp, 1, &err) || be->ops->sync(be, &err), &err, "pref: logps");
+    double spread = 0;
+    for (int i = 0; i < b.n_seq; i++) spread = fmax(spread, fabs(lp[i] - base[i]));
+    double beta = 1.0 / (spread > 0 ? spread : 1.0); /* every pair's logit of order 1 */
+    PrefBatch pb = {(size_t)n, lp, lp + n, base, base + n};
+    PrefGrads g = {d, d + n};
+    PrefMetrics met;
+    die(modpo_loss(&pb, margin, margin + n, beta, 0.4, PREF_LOSS_SIGMOID, 0.5, &met, &g, &err) ||
+        be->ops->backward(be, ba, &b, d, &err) || be->ops->adapter_pull_grads(be, ba, &err), &err,
+        "pref: host loss");
+    memcpy(host, ad->grads, np * sizeof(float));
+    PrefLossSpec spec = {(size_t)n, base, base + n, margin, margin + n, pref_reward_form(beta, 1, 0.4),
+                         PREF_LOSS_SIGMOID, 0.5};
+    double t0 = now_ms();
+    die(be->ops->adapter_zero_grads(be, ba, &err) || be->ops->logps(be, ba, &b, lp, 1, &err) ||
+        be->ops->pref_backward(be, ba, &b, &spec, &err) || be->ops->sync(be, &err), &err, "pref: device loss");
+    double t1 = now_ms();
+    die(be->ops->adapter_pull_grads(be, ba, &err), &err, "pref: pull");
+    size_t differ;
+    long u = worst_ulps(ad->grads, host, np, &differ);
+    double n1, n2, cs = cosine(ad->grads, host, np, &n1, &n2);
+    check(cs > 0.9999999 && fabs(n1 / n2 - 1) < 1e-6, "pref_backward vs host modpo_loss",
+          "cos %.9f, worst ulps %ld (%zu of %zu differ), loss %.4f, step %.2f ms", cs, u, differ, np,
+          met.loss, t1 - t0);
+    spec.n_pairs = (size_t)n + 1;
+    int rc = be->ops->logps(be, ba, &b, lp, 1, &err) || be->ops->pref_backward(be, ba, &b, &spec, &err);
+    check(rc != 0 && strstr(err.msg, "pairs need") != NULL, "pref_backward: wrong pair count refused",
+          "%s", rc ? err.msg : "accepted");
+    die(be->ops->sync(be, &err), &err, "pref: sync");
+    be->ops->adapter_unbind(be, ba);
+    free(lp); free(d); free(margin); free(host);
+}
+
 /* Decode logits vs the CUDA full forward at the same positions. */
 static double decode_vs_full(Backend *be, LoraAdapter *ad, const Batch *b, const int32_t *plen,
                              const float *dec)
@@ -463,6 +513,7 @@ static void run_case(const Case *cs)
     check(full_err < DECODE_TOL, "decode logits vs cuda full forward", "%.3g", full_err);
     check_recompute(gpu, &ad, &b, dlogps, &rg);
     check_optimizer(gpu, &ad, &b, dlogps);
+    check_pref_backward(gpu, &ad, &b, rg.base);
     backend_destroy(gpu);
     lora_adapter_free(&ad);
     llama_model_free(&model);
