@@ -62,8 +62,8 @@ dp)
     export OMP_NUM_THREADS=$(( $(nproc) / n ))
     M="mpirun --allow-run-as-root -x LD_LIBRARY_PATH -x OMP_NUM_THREADS --bind-to none"
     P=${MODPO_BENCH_DP_PAIRS:-8}
-    # the trainer's way with several ranks (ZeRO-1 on the host) unless told otherwise
-    O=${MODPO_BENCH_DP_OPTIMIZER:-host}
+    # the trainer's way on GPUs (AdamW on the device) unless told otherwise (host: ZeRO-1)
+    O=${MODPO_BENCH_DP_OPTIMIZER:-backend}
     for np in 1 2 4; do
         [ "$np" -le "$n" ] || continue
         $M -np "$np" $B --what modpo --pairs "$P" --steps "$steps" --optimizer "$O" --out "$R" \

@@ -45,7 +45,8 @@ const KeySpec config_schema[] = {
     CHOICE_KEY("run.optimizer", optimizer, "auto|host|backend",
                "where the clip + AdamW step runs: backend (on the GPU with the gradients, all "
                "moments on every rank), host (gradients to the host, moments sharded over the "
-               "ranks, ZeRO-1), auto (backend in one process, host with several ranks)"),
+               "ranks, ZeRO-1), auto (backend on GPUs and in one CPU process, host with several CPU "
+               "ranks)"),
     BOOL_KEY("run.strict", strict, "require the keys that define a run to be set explicitly"),
 
     STR_KEY("model.path", model_path, 0, "Hugging Face Llama directory of the base model"),

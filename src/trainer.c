@@ -40,20 +40,21 @@ static double cpu_seconds_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* "auto": the backend steps the optimizer itself in a single process; with
- * several ranks the gradients come to the host for ZeRO-1 (dist_zero.h),
- * the way measured on GPUs so far -- the backend's step across GPU ranks
- * (NCCL in place on the device) is there for run.optimizer = backend but
- * has only run on CPU ranks.  With the backend's step every rank keeps all
- * the moments (an 8.4M-parameter adapter's are 67 MB); a checkpoint still
- * stores them sharded. */
+/* "auto": a GPU backend steps the optimizer itself, with any number of
+ * ranks (gradients summed by NCCL in place; on 2 H200s it gave the host
+ * way's adapter exactly, 2.7% faster); the CPU backend does in a single
+ * process, and with several CPU ranks the gradients come to the host for
+ * ZeRO-1 (dist_zero.h), which shards the moments.  With the backend's step
+ * every rank keeps all the moments (an 8.4M-parameter adapter's are
+ * 67 MB); a checkpoint still stores them sharded. */
 static int optimizer_on_backend(const TrainerSetup *s, bool *out, Error *err)
 {
     const char *place = s->optimizer ? s->optimizer : "auto";
     bool can = s->backend->ops->adamw_step != NULL;
     if (strcmp(place, "host") == 0) *out = false;
     else if (strcmp(place, "backend") == 0) *out = true;
-    else if (strcmp(place, "auto") == 0) *out = can && !dist_is_multi(s->comm);
+    else if (strcmp(place, "auto") == 0)
+        *out = can && (!dist_is_multi(s->comm) || strcmp(s->backend->ops->name, "cpu") != 0);
     else return error_set(err, "run.optimizer: '%s' is not auto, host or backend", place);
     if (*out && !can)
         return error_set(err, "run.optimizer = backend: the %s backend has no optimizer step",

@@ -14,10 +14,10 @@ MPI="mpirun --allow-run-as-root --oversubscribe -np 2 -x LD_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 $B init-model --preset tiny --out m > /dev/null
 S="--set run.device=cuda --set model.path=m --set sft.steps=10 --set sft.save_steps=5 --set sft.eval_steps=5"
-# run.optimizer: auto is the device AdamW on 1 GPU and host ZeRO-1 on 2;
-# backend keeps it on the GPUs (NCCL all-reduce in place on the stream).
+# run.optimizer: host is ZeRO-1 through the host; backend (auto's choice
+# on GPUs) keeps it on the GPUs (NCCL all-reduce in place on the stream).
 timeout 120 $B sft conf/tiny.cfg $S --set run.output_root=g1 > "$OUT/sft-1gpu.log" 2>&1; echo "sft 1 GPU exit $?"
-timeout 120 $MPI $B sft conf/tiny.cfg $S --set run.output_root=g2 > "$OUT/sft-2gpu.log" 2>&1; echo "sft 2 GPUs (host optimizer) exit $?"
+timeout 120 $MPI $B sft conf/tiny.cfg $S --set run.optimizer=host --set run.output_root=g2 > "$OUT/sft-2gpu.log" 2>&1; echo "sft 2 GPUs (host optimizer) exit $?"
 timeout 120 $MPI $B sft conf/tiny.cfg $S --set run.optimizer=backend --set run.output_root=g2b > "$OUT/sft-2gpu-backend.log" 2>&1
 echo "sft 2 GPUs (device optimizer) exit $?"
 python3 - <<'PY' 2>&1 | tee "$OUT/compare.txt"
