@@ -12,7 +12,9 @@
  *               does it
  *   precompute  the frozen passes: reference logps (no adapter) and margin
  *               logps (a second adapter) of B sequences
- *   decode      prefill + greedy decode with the KV cache, batch 1 and 64
+ *   decode      prefill + greedy decode with the KV cache, batch 1 and 64, of
+ *               the base model (and with --gen-lora 1 under a LoRA, as the
+ *               generate stage decodes its policy)
  *   startup     (--model-dir DIR, a Hugging Face folder) from process start:
  *               load the model, put it on the GPU, bind a LoRA and finish
  *               one MODPO step of 1 pair, as `modpo modpo` does
@@ -25,7 +27,7 @@
  *   cuda_bench [--what gemm,modpo,precompute,decode] [--preset llama2-7b]
  *              [--pairs 1,2,4,8] [--seq-len 512] [--prompt-len 256]
  *              [--batches 8,16,32] [--gen-batches 1,64] [--gen-prompt-len 128]
- *              [--gen-new 128] [--steps 5] [--warmup 2] [--recompute 0|1]
+ *              [--gen-new 128] [--gen-lora 0|1] [--steps 5] [--warmup 2] [--recompute 0|1]
  *              [--optimizer backend|host] [--out FILE]
  *
  * --optimizer: where the MODPO step's clip + AdamW runs -- on the GPU
@@ -70,6 +72,7 @@ typedef struct {
     int seq_len, prompt_len, gen_prompt_len, gen_new, steps, warmup, group_size;
     int recompute;      /* activation recomputation in the training step */
     int host_optimizer; /* --optimizer host: AdamW on the host, as before the device step */
+    int gen_lora;       /* --gen-lora 1: decode also with a LoRA (r 16, q/v) bound */
     double gemm_tflops; /* measured in this run (or --gemm-tflops), for MFU */
     DistComm *group;    /* this rank's data-parallel group */
     int n_groups;
@@ -529,7 +532,9 @@ static int argmax(const float *x, int n)
     return best;
 }
 
-static int bench_decode_batch(const Args *a, Backend *be, int B, Error *err)
+/* pol: NULL decodes the base model (as the PyTorch script's `generate`);
+ * a LoRA decodes as the generate stage does with its policy. */
+static int bench_decode_batch(const Args *a, Backend *be, BackendAdapter *pol, int B, Error *err)
 {
     const LlamaConfig *c = &be->config;
     int V = c->vocab_size, P = a->gen_prompt_len, N = a->gen_new;
@@ -548,7 +553,7 @@ static int bench_decode_batch(const Args *a, Backend *be, int B, Error *err)
     double pick_s = 0, launch_s = 0; /* host argmax; decode_step until it returns (the rest: waiting) */
     for (int rep = 0; !rc && rep < 2; rep++) { /* the first is a warm-up */
         double t0 = now();
-        rc = be->ops->prefill(be, kv, NULL, tok, len, P, logits, err) || be->ops->sync(be, err);
+        rc = be->ops->prefill(be, kv, pol, tok, len, P, logits, err) || be->ops->sync(be, err);
         double t1 = now();
         pick_s = launch_s = 0;
         for (int step = 0; !rc && step < N - 1; step++) {
@@ -557,7 +562,7 @@ static int bench_decode_batch(const Args *a, Backend *be, int B, Error *err)
 #pragma omp parallel for schedule(static)
             for (int i = 0; i < B; i++) next[i] = argmax(logits + (size_t)i * V, V);
             double tb = now();
-            rc = be->ops->decode_step(be, kv, NULL, next, NULL, logits, err);
+            rc = be->ops->decode_step(be, kv, pol, next, NULL, logits, err);
             double tc = now();
             rc = rc || be->ops->sync(be, err);
             pick_s += tb - ta;
@@ -574,7 +579,7 @@ static int bench_decode_batch(const Args *a, Backend *be, int B, Error *err)
         double weight_bytes = 2 * linear_params(c);
         double kv_bytes = 2.0 * 2 * c->num_hidden_layers * llama_kv_dim(c) * (P + N / 2.0) * B;
         Record r;
-        rec_begin(&r, "generate", a);
+        rec_begin(&r, pol ? "generate_lora" : "generate", a);
         rec_add(&r, ", \"batch\": %d, \"prompt_len_gen\": %d, \"new_tokens\": %d, "
                 "\"prefill_ms\": %.1f, \"ms_per_step\": %.3f, \"new_tokens_per_s\": %.1f, "
                 "\"bytes_per_step\": %.0f, \"argmax_ms_per_step\": %.3f, \"launch_ms_per_step\": %.3f",
@@ -589,11 +594,35 @@ static int bench_decode_batch(const Args *a, Backend *be, int B, Error *err)
     return rc;
 }
 
+/* The batch-1 step's GEMVs alone: how close the weight streaming itself
+ * comes to the copy bandwidth, apart from the small kernels around it. */
+static int bench_gemv(const Args *a, Backend *be, Error *err)
+{
+    double ms, bytes;
+    if (cuda_backend_gemv_bench(be, 20, &ms, &bytes, err)) return -1;
+    Record r;
+    rec_begin(&r, "decode_gemvs", a);
+    rec_add(&r, ", \"ms_per_pass\": %.3f, \"bytes_per_pass\": %.0f, \"gbs\": %.0f", ms, bytes,
+            bytes / ms * 1e-6);
+    rec_end(&r, a);
+    return 0;
+}
+
 static int bench_decode(const Args *a, Backend *be, Error *err)
 {
+    if (bench_gemv(a, be, err)) return -1;
     for (int i = 0; i < a->gen_batches.n; i++)
-        if (bench_decode_batch(a, be, a->gen_batches.v[i], err)) return -1;
-    return 0;
+        if (bench_decode_batch(a, be, NULL, a->gen_batches.v[i], err)) return -1;
+    if (!a->gen_lora) return 0;
+    LoraAdapter ad;
+    BackendAdapter *pol = NULL;
+    if (make_adapter(&ad, &be->config, 7, err)) return -1;
+    int rc = be->ops->adapter_bind(be, &ad, &pol, err);
+    for (int i = 0; !rc && i < a->gen_batches.n; i++)
+        rc = bench_decode_batch(a, be, pol, a->gen_batches.v[i], err);
+    if (pol) be->ops->adapter_unbind(be, pol);
+    lora_adapter_free(&ad);
+    return rc ? -1 : 0;
 }
 
 /* ---------------- main ---------------- */
@@ -626,6 +655,7 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(k, "--prompt-len")) a->prompt_len = atoi(v);
         else if (!strcmp(k, "--gen-prompt-len")) a->gen_prompt_len = atoi(v);
         else if (!strcmp(k, "--gen-new")) a->gen_new = atoi(v);
+        else if (!strcmp(k, "--gen-lora")) a->gen_lora = atoi(v);
         else if (!strcmp(k, "--steps")) a->steps = atoi(v);
         else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
         else if (!strcmp(k, "--group-size")) a->group_size = atoi(v);

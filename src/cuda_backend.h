@@ -33,6 +33,12 @@ void cuda_backend_set_recompute(Backend *b, int on);
  * not profiling).  Resets the totals. */
 int cuda_backend_profile(Backend *b, double *ms, const char **names, int cap);
 
+/* Benchmarks: the GEMVs of one batch-1 decode step alone (every layer's
+ * Linears, base weights only, then the LM head), `reps` times back to back;
+ * GPU milliseconds per pass and the weight bytes a pass reads. */
+int cuda_backend_gemv_bench(Backend *b, int reps, double *ms_per_pass, double *bytes_per_pass,
+                            Error *err);
+
 /* The GPU this process should use: its node-local rank (OMPI_COMM_WORLD_LOCAL_RANK,
  * SLURM_LOCALID or LOCAL_RANK) modulo the visible GPUs; 0 without one. */
 int cuda_backend_default_device(void);

@@ -523,6 +523,7 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     st->c = *config;
     st->device = device;
     CU_TRY(cudaSetDevice(device));
+    CU_TRY(cudaDeviceGetAttribute(&st->n_sms, cudaDevAttrMultiProcessorCount, device));
     CU_TRY(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
     CUBLAS_TRY(cublasCreate(&st->blas));
     CUBLAS_TRY(cublasSetStream(st->blas, st->stream));
@@ -545,6 +546,8 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     const char *attn = getenv("MODPO_CUDA_ATTENTION");
     st->attn_flash_only = attn && strcmp(attn, "flash") == 0;
     st->attn_scores = attn && strcmp(attn, "gemm") == 0;
+    const char *gemv = getenv("MODPO_CUDA_GEMV");
+    st->gemv_unfused = gemv && strcmp(gemv, "unfused") == 0;
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
     if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
     const char *prof = getenv("MODPO_CUDA_PROFILE");

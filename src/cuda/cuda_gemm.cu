@@ -32,26 +32,34 @@ int cu_gemm_strided(CuState *st, int ta, int tb, int m, int n, int k, float alph
 }
 
 /* ---- decode: a few rows times a weight matrix, at memory speed ----
- * y[r, o] = beta * y[r, o] + sum_k x[r, k] W[o, k] for n <= GEMV_MAX_ROWS rows.
- * cuBLAS tiles such a product over the outputs only and leaves most of the
- * card idle; here a warp owns one output, reads W's row once with 16-byte
- * loads and applies it to every row of x (which stays in L1/L2). */
+ * y[r, o] = beta * y[r, o] + alpha * sum_k x[r, k] W[o, k] for n <= GEMV_MAX_ROWS
+ * rows.  cuBLAS tiles such a product over the outputs only and leaves most of
+ * the card idle; here a warp owns one output, reads W's row once with 16-byte
+ * loads and applies it to every row of x (which stays in L1/L2).  Several
+ * products that read the same x (q/k/v, gate/up) go in one launch: a decode
+ * step reads every weight once, and fewer, longer kernels keep more of the
+ * card streaming. */
 #define GEMV_WARPS 8
 
+struct GemvLaunch {
+    CuGemvPart part[GEMV_MAX_PARTS];
+    int first_block[GEMV_MAX_PARTS + 1]; /* part p owns blocks [first_block[p], first_block[p+1]) */
+    int count;
+};
+
+/* One warp's output row `o` of part p.  W is read once per token, so its
+ * loads stream past L1 (__ldcs) and leave the cache to x. */
 template <int NR, class Y>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_kernel(int out, int in, const bf16 *__restrict__ x, const bf16 *__restrict__ W, float beta,
-                Y *__restrict__ y)
+__device__ __forceinline__ void gemv_row(const CuGemvPart &part, int o, int in, const bf16 *__restrict__ x,
+                                         float alpha, float beta, int lane)
 {
-    const int o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (o >= out) return;
-    const bf16 *w = W + (size_t)o * in;
+    const bf16 *w = part.w + (size_t)o * in;
     float acc[NR];
 #pragma unroll
     for (int r = 0; r < NR; r++) acc[r] = 0.0f;
 #pragma unroll 4
     for (int k = lane * 8; k < in; k += 32 * 8) {
-        uint4 wr = *(const uint4 *)(w + k);
+        uint4 wr = __ldcs((const uint4 *)(w + k));
         const __nv_bfloat162 *wh = (const __nv_bfloat162 *)&wr;
 #pragma unroll
         for (int r = 0; r < NR; r++) {
@@ -69,35 +77,98 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         float v = acc[r];
         for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
         if (lane == 0) {
-            Y *dst = y + (size_t)r * out + o;
+            Y *dst = (Y *)part.y + (size_t)r * part.out + o;
             float prev = beta != 0.0f ? (float)*dst : 0.0f;
-            *dst = (Y)(beta * prev + v);
+            *dst = (Y)(beta * prev + alpha * v);
         }
     }
 }
 
+/* The launch's blocks each cover GEMV_WARPS rows of one part; the grid is
+ * a few blocks per SM that walk them in strides, so every warp streams
+ * weights to the end instead of a last partial wave.  With XS, x is staged
+ * in shared memory first. */
+template <int NR, int XS, class Y>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_kernel(GemvLaunch g, int in, const bf16 *__restrict__ x, float alpha, float beta)
+{
+    extern __shared__ uint4 xs[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, total = g.first_block[g.count];
+    if (XS) {
+        for (int i = threadIdx.x; i < NR * in / 8; i += blockDim.x) xs[i] = ((const uint4 *)x)[i];
+        __syncthreads();
+    }
+    const bf16 *xx = XS ? (const bf16 *)xs : x;
+    for (int b = blockIdx.x; b < total; b += gridDim.x) {
+        int p = 0;
+        while (p + 1 < g.count && b >= g.first_block[p + 1]) p++;
+        const int o = (b - g.first_block[p]) * GEMV_WARPS + warp;
+        const bf16 *px = g.part[p].x ? g.part[p].x : xx;
+        if (o < g.part[p].out) gemv_row<NR, Y>(g.part[p], o, in, px, alpha, beta, lane);
+    }
+}
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 int cu_gemv_usable(int n, int in) { return n >= 1 && n <= GEMV_MAX_ROWS && in % 8 == 0; }
 
-template <class Y>
-static int gemv_launch(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W,
-                       float beta, Y *y, Error *err)
+/* Measured on an H200 (bench/NOTES-gpu.md step 10): 4 blocks of 8 warps
+ * per SM stream the 7B decode weights fastest (3.08 TB/s, 2.60 with one
+ * block per 8 rows). */
+#define GEMV_BLOCKS_PER_SM 4
+#define GEMV_SMEM_MAX (48 * 1024) /* x staged only when it fits the default limit */
+
+template <class Y, int XS>
+static void gemv_run(CuState *st, int n, int in, const bf16 *x, const GemvLaunch &g, float alpha,
+                     float beta, int grid, size_t smem)
 {
-    dim3 grid((out + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
+    dim3 block(GEMV_WARPS * 32);
     switch (n) {
-#define CASE(k) case k: gemv_kernel<k, Y><<<grid, block, 0, st->stream>>>(out, in, x, W, beta, y); break;
+#define CASE(k) case k: gemv_kernel<k, XS, Y><<<grid, block, smem, st->stream>>>(g, in, x, alpha, beta); break;
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
-    default: return error_set(err, "gemv: %d rows (at most %d)", n, GEMV_MAX_ROWS);
     }
+}
+
+template <class Y>
+static int gemv_launch(CuState *st, int n, int in, const bf16 *x, const GemvLaunch &g, float alpha,
+                       float beta, Error *err)
+{
+    int total = g.first_block[g.count], cap = GEMV_BLOCKS_PER_SM * st->n_sms;
+    int grid = cap > 0 && total > cap ? cap : total;
+    size_t smem = (size_t)n * in * sizeof(bf16);
+    if (x && smem <= GEMV_SMEM_MAX) gemv_run<Y, 1>(st, n, in, x, g, alpha, beta, grid, smem);
+    else gemv_run<Y, 0>(st, n, in, x, g, alpha, beta, grid, 0);
     CU_LAUNCHED();
     return 0;
+}
+
+int cu_gemv_many(CuState *st, int n, int in, const bf16 *x, const CuGemvPart *parts, int count,
+                 float alpha, float beta, int y_f32, Error *err)
+{
+    if (count < 1 || count > GEMV_MAX_PARTS)
+        return error_set(err, "gemv: %d products in one launch (1 to %d)", count, GEMV_MAX_PARTS);
+    if (!cu_gemv_usable(n, in))
+        return error_set(err, "gemv: %d rows of %d (need <= %d rows, a multiple of 8 wide)", n, in,
+                         GEMV_MAX_ROWS);
+    GemvLaunch g = {};
+    g.count = count;
+    for (int p = 0; p < count; p++) {
+        const bf16 *px = parts[p].x ? parts[p].x : x;
+        if (!px || !aligned16(px) || !aligned16(parts[p].w))
+            return error_set(err, "gemv: part %d's x or weights missing or not 16-byte aligned", p);
+        g.part[p] = parts[p];
+        g.first_block[p + 1] = g.first_block[p] + (parts[p].out + GEMV_WARPS - 1) / GEMV_WARPS;
+    }
+    if (y_f32) return gemv_launch<float>(st, n, in, x, g, alpha, beta, err);
+    return gemv_launch<bf16>(st, n, in, x, g, alpha, beta, err);
 }
 
 int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, float beta, void *y,
             int y_f32, Error *err)
 {
-    if (y_f32) return gemv_launch(st, n, out, in, x, W, beta, (float *)y, err);
-    return gemv_launch(st, n, out, in, x, W, beta, (bf16 *)y, err);
+    CuGemvPart part = {W, y, out, NULL};
+    return cu_gemv_many(st, n, in, x, &part, 1, 1.0f, beta, y_f32, err);
 }
 
 /* ---- batched decode: split-K for some tens of rows ---- */

@@ -159,6 +159,8 @@ struct CuState {
     int recompute;               /* cuda_backend_set_recompute */
     int has_fwd;
     int attn_flash_only;         /* MODPO_CUDA_ATTENTION=flash: never the GEMM path */
+    int gemv_unfused;            /* MODPO_CUDA_GEMV=unfused: one GEMV launch per Linear (comparisons) */
+    int n_sms;                   /* the GPU's multiprocessors (grid sizes) */
     int attn_scores;             /* MODPO_CUDA_ATTENTION=gemm: score matrices, not cuda_flash_mma */
     int poison;                  /* MODPO_CUDA_POISON=1: scratch memory starts as NaN */
     void *attn_ws;               /* the GEMM attention's workspace (stream-ordered) */
@@ -225,6 +227,19 @@ int cu_gemm(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const
 int cu_gemv_usable(int n, int in);
 int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, float beta, void *y,
             int y_f32, Error *err);
+/* Up to GEMV_MAX_PARTS such products of one width `in` in one launch:
+ * y_p = beta y_p + alpha x_p W_p^T (y_p all bf16, or all fp32 with y_f32),
+ * x_p the part's own rows or, when NULL, the launch's x (staged once in
+ * shared memory when it fits). */
+#define GEMV_MAX_PARTS 6
+struct CuGemvPart {
+    const bf16 *w; /* [out, in], 16-byte aligned */
+    void *y;       /* [n, out] */
+    int out;
+    const bf16 *x; /* [n, in] or NULL: the launch's x */
+};
+int cu_gemv_many(CuState *st, int n, int in, const bf16 *x, const CuGemvPart *parts, int count,
+                 float alpha, float beta, int y_f32, Error *err);
 /* Some tens of rows (a batched decode step): cuBLAS tiles y over the rows
  * and outputs only, too few tiles to keep the card busy, so the product is
  * split along `in` into strided-batched GEMMs (fp32 partials) that are then
@@ -252,6 +267,12 @@ CuLinear cu_linear_of(const CuState *st, const BackendAdapter *ad, int layer, Lo
 /* y = beta*y + x W^T + scale (x A^T) B^T, u = x A^T (bf16) when adapted. */
 int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
                       float beta, bf16 *u, Error *err);
+/* y[i] = x W_i^T (+ LoRA) for `count` (<= 3) Linears reading the same x
+ * (q/k/v, gate/up), bf16 outputs.  When the rows are few (decode) their
+ * weights and LoRA A's stream in one GEMV launch and the LoRA B's in a
+ * second; else as cu_linear_forward one by one. */
+int cu_linear_forward_many(CuState *st, const CuLinear *l, int count, int n, const bf16 *x,
+                           bf16 *const *y, bf16 *const *u, Error *err);
 /* dx(fp32) = beta*dx + dy W + scale (dy B) A (dx NULL: skipped);
  * dB += scale dy^T u; dA += (scale dy B)^T x.  du: [n, r] bf16 scratch. */
 int cu_linear_backward(CuState *st, const CuLinear *l, int n, const bf16 *x, const bf16 *u,

@@ -32,21 +32,74 @@ CuLinear cu_linear_of(const CuState *st, const BackendAdapter *ad, int layer, Lo
     return lin;
 }
 
-int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
-                      float beta, bf16 *u, Error *err)
+/* y = beta y + x W^T alone. */
+static int base_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
+                        float beta, Error *err)
 {
     int parts = cu_gemm_split_k(n, l->out, l->in);
-    if (cu_gemv_usable(n, l->in))
-        TRY(cu_gemv(st, n, l->out, l->in, x, l->w, beta, y, y_f32, err));
-    else if (parts > 1)
-        TRY(cu_gemm_rows_split(st, n, l->out, l->in, x, l->w, beta, y, y_f32, parts, err));
-    else
-        TRY(cu_gemm(st, 0, 1, n, l->out, l->in, 1.0f, x, l->in, l->w, l->in, beta, y, y_f32,
-                    l->out, err));
+    if (cu_gemv_usable(n, l->in)) return cu_gemv(st, n, l->out, l->in, x, l->w, beta, y, y_f32, err);
+    if (parts > 1) return cu_gemm_rows_split(st, n, l->out, l->in, x, l->w, beta, y, y_f32, parts, err);
+    return cu_gemm(st, 0, 1, n, l->out, l->in, 1.0f, x, l->in, l->w, l->in, beta, y, y_f32, l->out,
+                   err);
+}
+
+/* u = x A^T, y += scale u B^T: GEMVs for a decode step's few rows (cuBLAS
+ * spends more launching these tiny products than computing them). */
+static int lora_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
+                        bf16 *u, Error *err)
+{
     if (!l->a) return 0;
+    if (cu_gemv_usable(n, l->in) && cu_gemv_usable(n, l->r)) {
+        CuGemvPart down = {l->a, u, l->r, NULL}, up = {l->b, y, l->out, NULL};
+        TRY(cu_gemv_many(st, n, l->in, x, &down, 1, 1.0f, 0.0f, 0, err));
+        return cu_gemv_many(st, n, l->r, u, &up, 1, l->scale, 1.0f, y_f32, err);
+    }
     TRY(cu_gemm(st, 0, 1, n, l->r, l->in, 1.0f, x, l->in, l->a, l->in, 0.0f, u, 0, l->r, err));
     return cu_gemm(st, 0, 1, n, l->out, l->r, l->scale, u, l->r, l->b, l->r, 1.0f, y, y_f32,
                    l->out, err);
+}
+
+int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
+                      float beta, bf16 *u, Error *err)
+{
+    TRY(base_forward(st, l, n, x, y, y_f32, beta, err));
+    return lora_forward(st, l, n, x, y, y_f32, u, err);
+}
+
+/* Whether the few-row GEMV path takes all of these Linears together. */
+static int fusable(const CuState *st, const CuLinear *l, int count, int n)
+{
+    if (st->gemv_unfused || count < 1 || count > GEMV_MAX_PARTS / 2 || !cu_gemv_usable(n, l[0].in))
+        return 0;
+    for (int i = 0; i < count; i++) {
+        if (l[i].in != l[0].in) return 0;
+        if (l[i].a && (!cu_gemv_usable(n, l[i].r) || l[i].r != l[0].r || l[i].scale != l[0].scale))
+            return 0;
+    }
+    return 1;
+}
+
+int cu_linear_forward_many(CuState *st, const CuLinear *l, int count, int n, const bf16 *x,
+                           bf16 *const *y, bf16 *const *u, Error *err)
+{
+    if (!fusable(st, l, count, n)) {
+        for (int i = 0; i < count; i++) TRY(cu_linear_forward(st, &l[i], n, x, y[i], 0, 0.0f, u[i], err));
+        return 0;
+    }
+    /* first every weight and LoRA A against x, then every LoRA B against its u */
+    CuGemvPart first[GEMV_MAX_PARTS], second[GEMV_MAX_PARTS];
+    int n1 = 0, n2 = 0, r = 0;
+    float scale = 1.0f;
+    for (int i = 0; i < count; i++) {
+        first[n1++] = (CuGemvPart){l[i].w, y[i], l[i].out, NULL};
+        if (!l[i].a) continue;
+        first[n1++] = (CuGemvPart){l[i].a, u[i], l[i].r, NULL};
+        second[n2++] = (CuGemvPart){l[i].b, y[i], l[i].out, u[i]};
+        r = l[i].r;
+        scale = l[i].scale;
+    }
+    TRY(cu_gemv_many(st, n, l[0].in, x, first, n1, 1.0f, 0.0f, 0, err));
+    return n2 ? cu_gemv_many(st, n, r, NULL, second, n2, scale, 1.0f, 0, err) : 0;
 }
 
 int cu_linear_backward(CuState *st, const CuLinear *l, int n, const bf16 *x, const bf16 *u,

@@ -182,9 +182,10 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
     if (a->x_in) CU_TRY(cudaMemcpyAsync(a->x_in, x, bytes, cudaMemcpyDeviceToDevice, st->stream));
     TRY(cu_rmsnorm_forward(st, n, d, x, NULL, w->ln1, c->rms_norm_eps, a->h1, a->rstd1, err));
     CU_PHASE(st, CU_PH_LINEAR_FWD);
-    TRY(cu_linear_forward(st, &lq, n, a->h1, a->q, 0, 0.0f, a->u[LORA_Q_PROJ], err));
-    TRY(cu_linear_forward(st, &lk, n, a->h1, a->k, 0, 0.0f, a->u[LORA_K_PROJ], err));
-    TRY(cu_linear_forward(st, &lv, n, a->h1, a->v, 0, 0.0f, a->u[LORA_V_PROJ], err));
+    const CuLinear qkv[3] = {lq, lk, lv};
+    bf16 *const qkv_y[3] = {a->q, a->k, a->v};
+    bf16 *const qkv_u[3] = {a->u[LORA_Q_PROJ], a->u[LORA_K_PROJ], a->u[LORA_V_PROJ]};
+    TRY(cu_linear_forward_many(st, qkv, 3, n, a->h1, qkv_y, qkv_u, err));
     CuAttn at = {a->q, a->k, a->v, kvd, a->attn, a->lse};
     if (attention_on_gemms(st, rows, kv)) { /* rotates q, k itself */
         CU_PHASE(st, CU_PH_ATTN_FWD);
@@ -230,8 +231,10 @@ static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, Cu
     if (a->x_mid) CU_TRY(cudaMemcpyAsync(a->x_mid, x, bytes, cudaMemcpyDeviceToDevice, st->stream));
     TRY(cu_rmsnorm_forward(st, n, d, x, NULL, w->ln2, c->rms_norm_eps, a->h2, a->rstd2, err));
     CU_PHASE(st, CU_PH_LINEAR_FWD);
-    TRY(cu_linear_forward(st, &lg, n, a->h2, a->gate, 0, 0.0f, a->u[LORA_GATE_PROJ], err));
-    TRY(cu_linear_forward(st, &lu, n, a->h2, a->up, 0, 0.0f, a->u[LORA_UP_PROJ], err));
+    const CuLinear gu[2] = {lg, lu};
+    bf16 *const gu_y[2] = {a->gate, a->up};
+    bf16 *const gu_u[2] = {a->u[LORA_GATE_PROJ], a->u[LORA_UP_PROJ]};
+    TRY(cu_linear_forward_many(st, gu, 2, n, a->h2, gu_y, gu_u, err));
     CU_PHASE(st, CU_PH_MLP_ACT);
     TRY(cu_swiglu_forward(st, (size_t)n * c->intermediate_size, a->gate, a->up, a->act, err));
     if (a->rerun && !ld.a) return 0; /* the backward reads nothing down_proj makes */
