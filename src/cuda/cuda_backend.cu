@@ -548,6 +548,9 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     st->attn_scores = attn && strcmp(attn, "gemm") == 0;
     const char *gemv = getenv("MODPO_CUDA_GEMV");
     st->gemv_unfused = gemv && strcmp(gemv, "unfused") == 0;
+    const char *gemv_rows = getenv("MODPO_CUDA_GEMV_ROWS");
+    st->gemv_max_rows = GEMV_DEFAULT_ROWS;
+    if (gemv_rows && atoi(gemv_rows) >= 0 && atoi(gemv_rows) <= GEMV_MAX_ROWS) st->gemv_max_rows = atoi(gemv_rows);
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
     if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
     const char *prof = getenv("MODPO_CUDA_PROFILE");

@@ -110,7 +110,10 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 
 static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-int cu_gemv_usable(int n, int in) { return n >= 1 && n <= GEMV_MAX_ROWS && in % 8 == 0; }
+/* What the kernel can do, whatever the GEMV is chosen for. */
+static int gemv_shape_ok(int n, int in) { return n >= 1 && n <= GEMV_MAX_ROWS && in % 8 == 0; }
+
+int cu_gemv_usable(const CuState *st, int n, int in) { return n <= st->gemv_max_rows && gemv_shape_ok(n, in); }
 
 /* Measured on an H200 (bench/NOTES-gpu.md step 10): 4 blocks of 8 warps
  * per SM stream the 7B decode weights fastest (3.08 TB/s, 2.60 with one
@@ -148,7 +151,7 @@ int cu_gemv_many(CuState *st, int n, int in, const bf16 *x, const CuGemvPart *pa
 {
     if (count < 1 || count > GEMV_MAX_PARTS)
         return error_set(err, "gemv: %d products in one launch (1 to %d)", count, GEMV_MAX_PARTS);
-    if (!cu_gemv_usable(n, in))
+    if (!gemv_shape_ok(n, in))
         return error_set(err, "gemv: %d rows of %d (need <= %d rows, a multiple of 8 wide)", n, in,
                          GEMV_MAX_ROWS);
     GemvLaunch g = {};
@@ -177,9 +180,9 @@ int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, f
 #define SPLIT_TARGET_TILES 264 /* two 128 x 128 tiles per SM of an H100 */
 #define SPLIT_MIN_K 256
 
-int cu_gemm_split_k(int n, int out, int in)
+int cu_gemm_split_k(const CuState *st, int n, int out, int in)
 {
-    if (n <= GEMV_MAX_ROWS || n > SPLIT_MAX_ROWS) return 1;
+    if (n <= st->gemv_max_rows || n > SPLIT_MAX_ROWS) return 1;
     int tiles = ((n + 127) / 128) * ((out + 127) / 128), parts = 1;
     while (parts < 16 && tiles * parts * 2 <= SPLIT_TARGET_TILES && in % (parts * 2 * 8) == 0 &&
            in / (parts * 2) >= SPLIT_MIN_K)

@@ -160,6 +160,7 @@ struct CuState {
     int has_fwd;
     int attn_flash_only;         /* MODPO_CUDA_ATTENTION=flash: never the GEMM path */
     int gemv_unfused;            /* MODPO_CUDA_GEMV=unfused: one GEMV launch per Linear (comparisons) */
+    int gemv_max_rows;           /* GEMVs up to this many rows (MODPO_CUDA_GEMV_ROWS, default GEMV_DEFAULT_ROWS) */
     int n_sms;                   /* the GPU's multiprocessors (grid sizes) */
     int attn_scores;             /* MODPO_CUDA_ATTENTION=gemm: score matrices, not cuda_flash_mma */
     int poison;                  /* MODPO_CUDA_POISON=1: scratch memory starts as NaN */
@@ -222,9 +223,13 @@ int cu_gemm(CuState *st, int ta, int tb, int m, int n, int k, float alpha, const
             int lda, const bf16 *B, int ldb, float beta, void *C, int c_f32, int ldc,
             Error *err);
 /* Decode's few rows: y[n, out] = beta y + x[n, in] W[out, in]^T for
- * cu_gemv_usable(n, in) (n <= GEMV_MAX_ROWS, in a multiple of 8). */
+ * cu_gemv_usable(st, n, in) (n <= st->gemv_max_rows <= GEMV_MAX_ROWS, in a
+ * multiple of 8). */
 #define GEMV_MAX_ROWS 8
-int cu_gemv_usable(int n, int in);
+/* Measured on an H200 (bench/NOTES-gpu.md step 13): beyond 2 rows the
+ * split-K GEMMs beat the GEMV, which re-reads x for every weight load. */
+#define GEMV_DEFAULT_ROWS 2
+int cu_gemv_usable(const CuState *st, int n, int in);
 int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, float beta, void *y,
             int y_f32, Error *err);
 /* Up to GEMV_MAX_PARTS such products of one width `in` in one launch:
@@ -243,9 +248,9 @@ int cu_gemv_many(CuState *st, int n, int in, const bf16 *x, const CuGemvPart *pa
 /* Some tens of rows (a batched decode step): cuBLAS tiles y over the rows
  * and outputs only, too few tiles to keep the card busy, so the product is
  * split along `in` into strided-batched GEMMs (fp32 partials) that are then
- * summed.  cu_gemm_split_k(n, out, in) gives the number of parts (1: do not
+ * summed.  cu_gemm_split_k(st, n, out, in) gives the number of parts (1: do not
  * split); cu_gemm_rows_split runs it. */
-int cu_gemm_split_k(int n, int out, int in);
+int cu_gemm_split_k(const CuState *st, int n, int out, int in);
 int cu_gemm_rows_split(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W,
                        float beta, void *y, int y_f32, int parts, Error *err);
 /* The same over `batch` problems, operand b at X + b * stride_x. */

@@ -127,7 +127,7 @@ int cu_head_logits(CuState *st, const float *x, int n, const int32_t *rows, floa
     for (int c0 = 0; c0 < n; c0 += chunk) {
         int nc = n - c0 < chunk ? n - c0 : chunk;
         TRY(cu_rmsnorm_forward(st, nc, d, x, rows + c0, st->norm, c->rms_norm_eps, hn, NULL, err));
-        if (cu_gemv_usable(nc, d))
+        if (cu_gemv_usable(st, nc, d))
             TRY(cu_gemv(st, nc, v, d, hn, st->lm_head, 0.0f, out + (size_t)c0 * v, 1, err));
         else
             TRY(cu_gemm(st, 0, 1, nc, v, d, 1.0f, hn, d, st->lm_head, d, 0.0f,

@@ -36,8 +36,8 @@ CuLinear cu_linear_of(const CuState *st, const BackendAdapter *ad, int layer, Lo
 static int base_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void *y, int y_f32,
                         float beta, Error *err)
 {
-    int parts = cu_gemm_split_k(n, l->out, l->in);
-    if (cu_gemv_usable(n, l->in)) return cu_gemv(st, n, l->out, l->in, x, l->w, beta, y, y_f32, err);
+    int parts = cu_gemm_split_k(st, n, l->out, l->in);
+    if (cu_gemv_usable(st, n, l->in)) return cu_gemv(st, n, l->out, l->in, x, l->w, beta, y, y_f32, err);
     if (parts > 1) return cu_gemm_rows_split(st, n, l->out, l->in, x, l->w, beta, y, y_f32, parts, err);
     return cu_gemm(st, 0, 1, n, l->out, l->in, 1.0f, x, l->in, l->w, l->in, beta, y, y_f32, l->out,
                    err);
@@ -49,7 +49,7 @@ static int lora_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, vo
                         bf16 *u, Error *err)
 {
     if (!l->a) return 0;
-    if (cu_gemv_usable(n, l->in) && cu_gemv_usable(n, l->r)) {
+    if (cu_gemv_usable(st, n, l->in) && cu_gemv_usable(st, n, l->r)) {
         CuGemvPart down = {l->a, u, l->r, NULL}, up = {l->b, y, l->out, NULL};
         TRY(cu_gemv_many(st, n, l->in, x, &down, 1, 1.0f, 0.0f, 0, err));
         return cu_gemv_many(st, n, l->r, u, &up, 1, l->scale, 1.0f, y_f32, err);
@@ -69,11 +69,11 @@ int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void
 /* Whether the few-row GEMV path takes all of these Linears together. */
 static int fusable(const CuState *st, const CuLinear *l, int count, int n)
 {
-    if (st->gemv_unfused || count < 1 || count > GEMV_MAX_PARTS / 2 || !cu_gemv_usable(n, l[0].in))
+    if (st->gemv_unfused || count < 1 || count > GEMV_MAX_PARTS / 2 || !cu_gemv_usable(st, n, l[0].in))
         return 0;
     for (int i = 0; i < count; i++) {
         if (l[i].in != l[0].in) return 0;
-        if (l[i].a && (!cu_gemv_usable(n, l[i].r) || l[i].r != l[0].r || l[i].scale != l[0].scale))
+        if (l[i].a && (!cu_gemv_usable(st, n, l[i].r) || l[i].r != l[0].r || l[i].scale != l[0].scale))
             return 0;
     }
     return 1;
