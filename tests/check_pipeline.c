@@ -263,6 +263,37 @@ START_TEST(sigkill_then_rerun_gives_identical_adapter)
 }
 END_TEST
 
+/* DPO's loss is a mean over pairs, so a step of 2 micro-batches of 2 pairs
+ * is the step of one micro-batch of 4: the same logged losses and gradient
+ * norms (up to the order of float additions) -- the micro-batches are queued
+ * before one sync and settled afterwards, each from its own record. */
+START_TEST(accumulated_micro_batches_equal_one_batch)
+{
+    const char *shape[2] = {"--set dpo.batch_size=4 --set dpo.grad_accum=1",
+                            "--set dpo.batch_size=2 --set dpo.grad_accum=2"};
+    const char *name[2] = {"whole", "accum"};
+    char args[1024], log[2][600];
+    for (int k = 0; k < 2; k++) {
+        const char *common = "conf/tiny.cfg --set sft.steps=10 --set dpo.steps=6 --set dpo.log_steps=1 "
+                             "--set dpo.eval_steps=6";
+        snprintf(args, sizeof args, "sft %s --set run.output_root=%s/%s", common, tmp, name[k]);
+        ck_assert_msg(run_modpo(args, name[k]) == 0, "sft run %s failed", name[k]);
+        snprintf(args, sizeof args, "dpo %s --set run.output_root=%s/%s %s", common, tmp, name[k], shape[k]);
+        ck_assert_msg(run_modpo(args, name[k]) == 0, "dpo run %s failed", name[k]);
+        snprintf(log[k], sizeof log[k], "%s/%s/tiny/dpo/metrics.jsonl", tmp, name[k]);
+    }
+    const char *keys[] = {"loss", "grad_norm", "rewards/margins", "logps/chosen"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        double a = metric(log[0], "train", keys[i], 1), b = metric(log[1], "train", keys[i], 1);
+        double ma = metric_mean(log[0], "train", keys[i], 1), mb = metric_mean(log[1], "train", keys[i], 1);
+        ck_assert_msg(isfinite(a) && fabs(a - b) <= 1e-5 * fmax(1.0, fabs(a)), "last %s: %.9g vs %.9g", keys[i], a, b);
+        ck_assert_msg(fabs(ma - mb) <= 1e-5 * fmax(1.0, fabs(ma)), "mean %s: %.9g vs %.9g", keys[i], ma, mb);
+    }
+    double ea = metric(log[0], "eval", "eval_loss", 1), eb = metric(log[1], "eval", "eval_loss", 1);
+    ck_assert_msg(fabs(ea - eb) <= 1e-5 * fabs(ea), "eval loss %.9g vs %.9g", ea, eb);
+}
+END_TEST
+
 START_TEST(corrupt_checkpoint_falls_back)
 {
     char args[1024], p[1024];
@@ -352,6 +383,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, pipeline_end_to_end);
     tcase_add_test(tc, sigkill_then_rerun_gives_identical_adapter);
+    tcase_add_test(tc, accumulated_micro_batches_equal_one_batch);
     tcase_add_test(tc, corrupt_checkpoint_falls_back);
     tcase_add_test(tc, foreign_directory_is_refused);
     tcase_add_test(tc, changed_setting_is_refused_unless_forced);
