@@ -7,8 +7,8 @@
  * Synchronisation: inputs are staged by async copies from pageable memory
  * (copied out before the call returns); outputs are copied device -> a
  * pinned buffer asynchronously and from there into the caller's memory at
- * sync, so a training step (logps -> sync -> loss -> backward) waits on the
- * host exactly once. */
+ * sync; a training step (logps -> pref_backward, the loss's dL/dlogp formed
+ * on the device) queues everything and waits on the host once at its end. */
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_reduce.cuh"
 
