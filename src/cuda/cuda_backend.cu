@@ -516,6 +516,26 @@ static int random_weights(CuState *st, uint64_t seed, float std, Error *err)
     return 0;
 }
 
+/* MODPO_CUDA_GEMV=unfused and MODPO_CUDA_GEMV_ROWS=N (comparison switches):
+ * a value that means nothing is an error, not a silent default. */
+static int gemv_switches(CuState *st, Error *err)
+{
+    const char *gemv = getenv("MODPO_CUDA_GEMV");
+    if (gemv && strcmp(gemv, "unfused") != 0 && strcmp(gemv, "fused") != 0)
+        return error_set(err, "MODPO_CUDA_GEMV=%s: expected fused or unfused", gemv);
+    st->gemv_unfused = gemv && strcmp(gemv, "unfused") == 0;
+    st->gemv_max_rows = GEMV_DEFAULT_ROWS;
+    const char *rows = getenv("MODPO_CUDA_GEMV_ROWS");
+    if (!rows) return 0;
+    char *end;
+    long n = strtol(rows, &end, 10);
+    if (end == rows || *end || n < 0 || n > GEMV_MAX_ROWS)
+        return error_set(err, "MODPO_CUDA_GEMV_ROWS=%s: expected a number of rows from 0 to %d", rows,
+                         GEMV_MAX_ROWS);
+    st->gemv_max_rows = (int)n;
+    return 0;
+}
+
 static int create(CuState *st, const LlamaModel *model, const LlamaConfig *config, int device,
                   uint64_t seed, Error *err)
 {
@@ -546,11 +566,7 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     const char *attn = getenv("MODPO_CUDA_ATTENTION");
     st->attn_flash_only = attn && strcmp(attn, "flash") == 0;
     st->attn_scores = attn && strcmp(attn, "gemm") == 0;
-    const char *gemv = getenv("MODPO_CUDA_GEMV");
-    st->gemv_unfused = gemv && strcmp(gemv, "unfused") == 0;
-    const char *gemv_rows = getenv("MODPO_CUDA_GEMV_ROWS");
-    st->gemv_max_rows = GEMV_DEFAULT_ROWS;
-    if (gemv_rows && atoi(gemv_rows) >= 0 && atoi(gemv_rows) <= GEMV_MAX_ROWS) st->gemv_max_rows = atoi(gemv_rows);
+    TRY(gemv_switches(st, err));
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
     if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
     const char *prof = getenv("MODPO_CUDA_PROFILE");

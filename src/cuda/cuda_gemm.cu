@@ -115,7 +115,7 @@ static int gemv_shape_ok(int n, int in) { return n >= 1 && n <= GEMV_MAX_ROWS &&
 
 int cu_gemv_usable(const CuState *st, int n, int in) { return n <= st->gemv_max_rows && gemv_shape_ok(n, in); }
 
-/* Measured on an H200 (bench/NOTES-gpu.md step 10): 4 blocks of 8 warps
+/* Measured on an H200 (bench/NOTES-gpu.md step 11): 4 blocks of 8 warps
  * per SM stream the 7B decode weights fastest (3.08 TB/s, 2.60 with one
  * block per 8 rows). */
 #define GEMV_BLOCKS_PER_SM 4
