@@ -7,33 +7,43 @@
 #include "batch.h"
 #include "checkpoint.h"
 #include "fs_util.h"
+#include "unique_sequences.h"
+
+/* Logps of the distinct sequences [lo, hi), 2 * batch_size at a time: as
+ * many sequences per batch as batch_size pairs hold. */
+static int logps_of_range(Backend *b, BackendAdapter *a, const UniqueSequences *u, size_t lo,
+                          size_t hi, size_t unit, float *logps, Error *err)
+{
+    for (size_t start = lo; start < hi; start += unit) {
+        int n = (int)(hi - start < unit ? hi - start : unit);
+        Batch batch;
+        if (batch_from_sequences(u->seqs + start, n, &batch, err)) return -1;
+        int rc = backend_logps(b, a, &batch, logps + start, 0, err) || backend_sync(b, err);
+        batch_free(&batch);
+        if (rc) return -1;
+    }
+    return 0;
+}
 
 int pair_logps_all(const DistComm *comm, Backend *b, BackendAdapter *a, const PairSequences *ps,
                    int batch_size, float *chosen, float *rejected, Error *err)
 {
-    size_t *idx = malloc((size_t)batch_size * sizeof *idx);
-    float *logps = malloc(2 * (size_t)batch_size * sizeof *logps);
-    int rc = (idx && logps) ? 0 : error_set(err, "out of memory");
-    size_t lo, hi;
-    dist_shard_blocks(comm, ps->n, (size_t)batch_size, &lo, &hi);
-    for (size_t start = lo; rc == 0 && start < hi; start += (size_t)batch_size) {
-        int n = (int)(hi - start < (size_t)batch_size ? hi - start : (size_t)batch_size);
-        for (int i = 0; i < n; i++) idx[i] = start + (size_t)i;
-        Batch batch;
-        rc = batch_from_pairs(ps, idx, n, &batch, err);
-        if (rc) break;
-        rc = backend_logps(b, a, &batch, logps, 0, err) || backend_sync(b, err);
-        batch_free(&batch);
-        for (int i = 0; rc == 0 && i < n; i++) {
-            chosen[start + (size_t)i] = logps[i];
-            rejected[start + (size_t)i] = logps[n + i];
-        }
+    UniqueSequences u;
+    if (unique_sequences_build(ps, &u, err)) return -1;
+    float *logps = malloc((u.n + 1) * sizeof *logps);
+    int rc = logps ? 0 : error_set(err, "out of memory");
+    /* Whole blocks per rank, so every rank forms the batches one process
+     * would (dist_shard_blocks): the same bits at any rank count. */
+    size_t unit = 2 * (size_t)(batch_size > 0 ? batch_size : 1), lo, hi;
+    dist_shard_blocks(comm, u.n, unit, &lo, &hi);
+    if (rc == 0) rc = logps_of_range(b, a, &u, lo, hi, unit, logps, err);
+    if (rc == 0) rc = dist_allgather_ranges_f32(comm, logps, u.n, lo, hi, err);
+    for (size_t p = 0; rc == 0 && p < ps->n; p++) {
+        chosen[p] = logps[u.chosen[p]];
+        rejected[p] = logps[u.rejected[p]];
     }
-    free(idx);
     free(logps);
-    if (rc == 0)
-        rc = dist_allgather_ranges_f32(comm, chosen, ps->n, lo, hi, err) ||
-             dist_allgather_ranges_f32(comm, rejected, ps->n, lo, hi, err);
+    unique_sequences_free(&u);
     return rc ? -1 : 0;
 }
 

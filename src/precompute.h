@@ -14,10 +14,14 @@
 #include "dist/dist_comm.h"
 #include "sequences.h"
 
-/* Logps of every pair of ps under adapter a (NULL: base), batch_size pairs at
- * once.  Collective over comm (NULL: one process): each rank computes its
- * contiguous shard of the pairs and the shards are all-gathered, so every
- * rank ends with all of chosen[] and rejected[]. */
+/* Logps of every pair of ps under adapter a (NULL: base).  A sequence that
+ * is a side of several pairs (same tokens and completion_start,
+ * unique_sequences.h) is computed once: the distinct sequences go through
+ * the backend 2 * batch_size at a time (the sequences of batch_size pairs)
+ * and their logps are copied to every pair side they are.  Collective over
+ * comm (NULL: one process): each rank computes its contiguous shard of the
+ * distinct sequences and the shards are all-gathered, so every rank ends
+ * with all of chosen[] and rejected[]. */
 int pair_logps_all(const DistComm *comm, Backend *b, BackendAdapter *a, const PairSequences *ps,
                    int batch_size, float *chosen, float *rejected, Error *err);
 

@@ -19,6 +19,7 @@
 #include "stages.h"
 #include "dist/dist_groups.h"
 #include "trainer.h"
+#include "unique_sequences.h"
 
 static const char *const sft_critical[] = {"model.path", "data", "lora", "sft", "run.seed", NULL};
 static const char *const dpo_critical[] = {"model.path", "data", "lora", "sft", "dpo", "run.seed", NULL};
@@ -322,6 +323,17 @@ int stage_modpo(const Config *cfg, double w, const StageOptions *o, Error *err)
 
 /* ---- the w grid over rank groups ----------------------------------------- */
 
+/* How many distinct sequences the frozen passes compute (or computed) for
+ * ps: a response is a side of several pairs of its prompt group. */
+static int count_distinct(const PairSequences *ps, size_t *n, Error *err)
+{
+    UniqueSequences u;
+    if (unique_sequences_build(ps, &u, err)) return -1;
+    *n = u.n;
+    unique_sequences_free(&u);
+    return 0;
+}
+
 int stage_modpo_precompute(const Config *cfg, const StageOptions *o, Error *err)
 {
     char sft_model[RUN_PATH_MAX], dpo_dir[RUN_PATH_MAX];
@@ -346,12 +358,16 @@ int stage_modpo_precompute(const Config *cfg, const StageOptions *o, Error *err)
     char train_name[64], val_name[64];
     snprintf(train_name, sizeof train_name, "%s-train", cfg->modpo_dimension);
     snprintf(val_name, sizeof val_name, "%s-validation", cfg->modpo_dimension);
+    size_t distinct_train = 0, distinct_val = 0;
     rc = bind_margin(cfg, &ms, &margin, &mh, err) ||
          split_constants(cfg, o->comm, &ms, mh, &pairs.train, train_name, &tr, err) ||
-         split_constants(cfg, o->comm, &ms, mh, &pairs.val, val_name, &ev, err);
+         split_constants(cfg, o->comm, &ms, mh, &pairs.val, val_name, &ev, err) ||
+         count_distinct(&pairs.train, &distinct_train, err) ||
+         count_distinct(&pairs.val, &distinct_val, err);
     if (rc == 0 && dist_is_root(o->comm))
-        fprintf(stderr, "modpo precompute: reference and margin logps of %zu + %zu %s pairs %s (%.1f s, %d rank%s)\n",
-                pairs.train.n, pairs.val.n, cfg->modpo_dimension,
+        fprintf(stderr, "modpo precompute: reference and margin logps of %zu + %zu %s pairs "
+                "(%zu + %zu distinct sequences) %s (%.1f s, %d rank%s)\n",
+                pairs.train.n, pairs.val.n, cfg->modpo_dimension, distinct_train, distinct_val,
                 tr.computed + ev.computed ? "computed" : "read from the cache", monotonic_seconds() - t0,
                 dist_size(o->comm), dist_size(o->comm) > 1 ? "s" : "");
     split_free(&tr);

@@ -2,15 +2,23 @@
  * masks from the common token prefix, too-long dropping, and right-padded
  * batches.  Token ids are asserted against hand-checked values: the tiny
  * tokenizer's (tests/tiny-tokenizer) and, where ../shared is present, the
- * real Llama 2 tokenizer's (ids from sentencepiece 0.2). */
+ * real Llama 2 tokenizer's (ids from sentencepiece 0.2).  Then the distinct
+ * sequences of a pair set, and the frozen passes that compute each of them
+ * once (pair_logps_all) against computing every pair side (CPU backend). */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "batch.h"
+#include "lora_peft.h"
+#include "model_io.h"
+#include "precompute.h"
 #include "sequences.h"
+#include "unique_sequences.h"
 
 #define DEFAULT_TEMPLATE "\n\nHuman:\n{raw_prompt}\n\nAssistant:\n"
 #define LLAMA_MODEL "../shared/llama2-tokenizer/tokenizer.model"
@@ -415,6 +423,206 @@ START_TEST(test_llama_merge_across_boundary)
 }
 END_TEST
 
+/* ---- distinct sequences --------------------------------------------------- */
+
+static uint64_t constant_hash(const Sequence *s)
+{
+    (void)s;
+    return 42;
+}
+
+/* A: sides of p0 and p1; A2: A's tokens with other labels (a different
+ * sequence); C: A's length, other tokens; B and B_copy: equal values in two
+ * buffers (one sequence). */
+static void check_distinct(SequenceHash hash)
+{
+    int32_t a[] = { 1, 5, 6, 7, 2 }, b[] = { 1, 5, 6, 9, 9, 2 }, b_copy[] = { 1, 5, 6, 9, 9, 2 };
+    int32_t c[] = { 1, 5, 6, 8, 2 };
+    Sequence A = { a, 5, 3 }, A2 = { a, 5, 2 }, B = { b, 6, 3 }, Bc = { b_copy, 6, 3 }, C = { c, 5, 3 };
+    Sequence chosen[] = { A, A, A2, C, Bc };
+    Sequence rejected[] = { B, C, Bc, Bc, A2 };
+    PairSequences ps = { .n = 5, .chosen = chosen, .rejected = rejected };
+    UniqueSequences u;
+    Error err = { "" };
+    ck_assert_msg(unique_sequences_build_hashed(&ps, hash, &u, &err) == 0, "%s", err.msg);
+    /* first appearance over c0 r0 c1 r1 ...: A (c0), B (r0), C (r1), A2 (c2) */
+    ck_assert_uint_eq(u.n, 4);
+    ck_assert_uint_eq(u.n_pairs, 5);
+    ck_assert_ptr_eq(u.seqs[0], &chosen[0]);
+    ck_assert_ptr_eq(u.seqs[1], &rejected[0]);
+    ck_assert_ptr_eq(u.seqs[2], &rejected[1]);
+    ck_assert_ptr_eq(u.seqs[3], &chosen[2]);
+    static const size_t want_c[] = { 0, 0, 3, 2, 1 }, want_r[] = { 1, 2, 1, 1, 3 };
+    for (size_t p = 0; p < 5; p++) {
+        ck_assert_msg(u.chosen[p] == want_c[p], "pair %zu chosen: %zu != %zu", p, u.chosen[p], want_c[p]);
+        ck_assert_msg(u.rejected[p] == want_r[p], "pair %zu rejected: %zu != %zu", p, u.rejected[p], want_r[p]);
+    }
+    unique_sequences_free(&u);
+
+    PairSequences none = { .n = 0 };
+    ck_assert_int_eq(unique_sequences_build_hashed(&none, hash, &u, &err), 0);
+    ck_assert_uint_eq(u.n, 0);
+    unique_sequences_free(&u);
+}
+
+START_TEST(test_unique_sequences_maps)
+{
+    check_distinct(sequence_hash);
+}
+END_TEST
+
+/* Every key in one bucket chain: only the full comparison tells them apart. */
+START_TEST(test_unique_sequences_colliding_hash)
+{
+    check_distinct(constant_hash);
+}
+END_TEST
+
+/* ---- the frozen passes over distinct sequences ---------------------------- */
+
+#define LOGPS_MODEL "tests/fixtures/backend/mha_untied"
+enum { N_GROUPS = 3, GROUP_ROWS = 4, VOCAB = 128 };
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+typedef struct {
+    int32_t *rows[N_GROUPS * GROUP_ROWS]; /* BOS prompt response EOS, one per row */
+    int32_t lens[N_GROUPS * GROUP_ROWS], starts[N_GROUPS * GROUP_ROWS];
+    int32_t *relabelled;                  /* row 0's tokens again, in a buffer of its own */
+    Sequence chosen[N_GROUPS * 6 + 1], rejected[N_GROUPS * 6 + 1];
+    PairSequences ps;
+} GroupedPairs;
+
+/* HelpSteer's shape: every j < k of a group of 4 rows sharing a prompt (so
+ * each row is a side of 3 pairs), sides in either order; plus one pair
+ * whose chosen side has row 0's tokens but one more labelled token. */
+static void grouped_pairs_make(GroupedPairs *g)
+{
+    uint64_t s = 2024;
+    size_t n = 0;
+    for (int grp = 0; grp < N_GROUPS; grp++) {
+        int32_t prompt[8];
+        int plen = 3 + (int)(xorshift(&s) % 4);
+        for (int t = 0; t < plen; t++) prompt[t] = 3 + (int32_t)(xorshift(&s) % (VOCAB - 3));
+        for (int j = 0; j < GROUP_ROWS; j++) {
+            int row = grp * GROUP_ROWS + j, rlen = 2 + (int)(xorshift(&s) % 7), len = plen + rlen + 2;
+            int32_t *t = malloc((size_t)len * sizeof *t);
+            t[0] = 1;
+            memcpy(t + 1, prompt, (size_t)plen * sizeof *t);
+            for (int i = 0; i < rlen; i++) t[1 + plen + i] = 3 + (int32_t)(xorshift(&s) % (VOCAB - 3));
+            t[len - 1] = 2;
+            g->rows[row] = t;
+            g->lens[row] = len;
+            g->starts[row] = 1 + plen;
+        }
+        for (int j = 0; j < GROUP_ROWS; j++)
+            for (int k = j + 1; k < GROUP_ROWS; k++, n++) {
+                int hi = grp * GROUP_ROWS + ((xorshift(&s) & 1) ? j : k);
+                int lo = grp * GROUP_ROWS + j + k - (hi - grp * GROUP_ROWS);
+                g->chosen[n] = (Sequence){ g->rows[hi], g->lens[hi], g->starts[hi] };
+                g->rejected[n] = (Sequence){ g->rows[lo], g->lens[lo], g->starts[lo] };
+            }
+    }
+    g->relabelled = malloc((size_t)g->lens[0] * sizeof *g->relabelled);
+    memcpy(g->relabelled, g->rows[0], (size_t)g->lens[0] * sizeof *g->relabelled);
+    g->chosen[n] = (Sequence){ g->relabelled, g->lens[0], g->starts[0] - 1 };
+    g->rejected[n] = (Sequence){ g->rows[1], g->lens[1], g->starts[1] };
+    n++;
+    g->ps = (PairSequences){ .n = n, .chosen = g->chosen, .rejected = g->rejected };
+}
+
+static void grouped_pairs_free(GroupedPairs *g)
+{
+    for (int i = 0; i < N_GROUPS * GROUP_ROWS; i++) free(g->rows[i]);
+    free(g->relabelled);
+}
+
+/* Each pair on its own: [chosen, rejected] of a one-pair batch. */
+static void logps_pair_by_pair(Backend *be, BackendAdapter *a, const PairSequences *ps, float *c, float *r)
+{
+    Error err = { "" };
+    for (size_t p = 0; p < ps->n; p++) {
+        Batch b;
+        float two[2];
+        ck_assert_msg(batch_from_pairs(ps, &p, 1, &b, &err) == 0, "%s", err.msg);
+        ck_assert_msg(backend_logps(be, a, &b, two, 0, &err) == 0 && backend_sync(be, &err) == 0, "%s", err.msg);
+        batch_free(&b);
+        c[p] = two[0];
+        r[p] = two[1];
+    }
+}
+
+static void assert_close(const float *got, const float *want, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f * fmaxf(1.0f, fabsf(want[i])),
+                      "%s[%zu]: %.7g != %.7g", what, i, got[i], want[i]);
+}
+
+/* The test must see a wrong mapping: distinct sequences have clearly
+ * different logps. */
+static void assert_distinct_logps_apart(const PairSequences *ps, const float *c, const float *r)
+{
+    UniqueSequences u;
+    Error err = { "" };
+    ck_assert_msg(unique_sequences_build(ps, &u, &err) == 0, "%s", err.msg);
+    float *v = malloc(u.n * sizeof *v);
+    for (size_t p = 0; p < ps->n; p++) {
+        v[u.chosen[p]] = c[p];
+        v[u.rejected[p]] = r[p];
+    }
+    for (size_t i = 0; i < u.n; i++)
+        for (size_t j = i + 1; j < u.n; j++)
+            ck_assert_msg(fabsf(v[i] - v[j]) > 1e-3f * fmaxf(1.0f, fabsf(v[i])),
+                          "distinct sequences %zu and %zu: logps %.7g and %.7g too close", i, j, v[i], v[j]);
+    free(v);
+    unique_sequences_free(&u);
+}
+
+START_TEST(test_pair_logps_all_distinct_equals_every_side)
+{
+    LlamaModel model;
+    LoraAdapter adapter;
+    Backend *be;
+    BackendAdapter *margin;
+    Error err = { "" };
+    ck_assert_msg(llama_model_load(LOGPS_MODEL "/model", &model, &err) == 0, "%s", err.msg);
+    ck_assert_msg(lora_peft_load(LOGPS_MODEL "/adapter", &model.config, &adapter, &err) == 0, "%s", err.msg);
+    ck_assert_msg(cpu_backend_create(&model, NULL, &be, &err) == 0, "%s", err.msg);
+    ck_assert_msg(be->ops->adapter_bind(be, &adapter, &margin, &err) == 0, "%s", err.msg);
+    GroupedPairs g;
+    grouped_pairs_make(&g);
+    const PairSequences *ps = &g.ps;
+    UniqueSequences u;
+    ck_assert_int_eq(unique_sequences_build(ps, &u, &err), 0);
+    ck_assert_uint_eq(ps->n, 19);
+    ck_assert_uint_eq(u.n, N_GROUPS * GROUP_ROWS + 1);
+    unique_sequences_free(&u);
+
+    float c[19], r[19], want_c[19], want_r[19];
+    BackendAdapter *adapters[2] = { NULL, margin };
+    for (int i = 0; i < 2; i++) {
+        logps_pair_by_pair(be, adapters[i], ps, want_c, want_r);
+        assert_distinct_logps_apart(ps, want_c, want_r);
+        /* 2 pairs a batch: 4 distinct sequences a batch, the last one short */
+        ck_assert_msg(pair_logps_all(NULL, be, adapters[i], ps, 2, c, r, &err) == 0, "%s", err.msg);
+        assert_close(c, want_c, ps->n, "chosen");
+        assert_close(r, want_r, ps->n, "rejected");
+    }
+    grouped_pairs_free(&g);
+    be->ops->adapter_unbind(be, margin);
+    backend_destroy(be);
+    lora_adapter_free(&adapter);
+    llama_model_free(&model);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sequences");
@@ -430,6 +638,9 @@ int main(void)
     tcase_add_test(tc, test_template_error_in_set);
     tcase_add_test(tc, test_llama_pair);
     tcase_add_test(tc, test_llama_merge_across_boundary);
+    tcase_add_test(tc, test_unique_sequences_maps);
+    tcase_add_test(tc, test_unique_sequences_colliding_hash);
+    tcase_add_test(tc, test_pair_logps_all_distinct_equals_every_side);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
