@@ -12,6 +12,16 @@
  *               does it
  *   precompute  the frozen passes: reference logps (no adapter) and margin
  *               logps (a second adapter) of B sequences
+ *   precompute_pairs
+ *               the same two passes as the precompute stage runs them
+ *               (pair_logps_all) over pairs shaped like a HelpSteer split's
+ *               helpfulness pairs (--pairs-data DIR: its train.jsonl.gz gives
+ *               the prompt groups and the j < k pairs; the tokens are random,
+ *               --seq-len each, labels from --prompt-len): a response that is
+ *               a side of several pairs is computed once, so the pairs cost
+ *               fewer passes than 2 sequences each.  Batches of --batches
+ *               sequences (B/2 pairs, as the stage's batch_size); the first
+ *               --precompute-pairs N pairs (default: all)
  *   decode      prefill + greedy decode with the KV cache, batch 1 and 64, of
  *               the base model (and with --gen-lora 1 under a LoRA, as the
  *               generate stage decodes its policy)
@@ -24,9 +34,10 @@
  * its gradients summed by the trainer's own path (NCCL, ZeRO-1 AdamW); the
  * groups run at once, independently, as the w grid's rank groups do.
  *
- *   cuda_bench [--what gemm,modpo,precompute,decode] [--preset llama2-7b]
- *              [--pairs 1,2,4,8] [--seq-len 512] [--prompt-len 256]
- *              [--batches 8,16,32] [--gen-batches 1,64] [--gen-prompt-len 128]
+ *   cuda_bench [--what gemm,modpo,precompute,precompute_pairs,decode]
+ *              [--preset llama2-7b] [--pairs 1,2,4,8] [--seq-len 512] [--prompt-len 256]
+ *              [--batches 8,16,32] [--pairs-data data/helpsteer-sample]
+ *              [--precompute-pairs N] [--gen-batches 1,64] [--gen-prompt-len 128]
  *              [--gen-new 128] [--gen-lora 0|1] [--steps 5] [--warmup 2] [--recompute 0|1]
  *              [--optimizer backend|host] [--out FILE]
  *
@@ -53,10 +64,14 @@
 #include "dist/dist_allreduce.h"
 #include "dist/dist_world.h"
 #include "dist/dist_zero.h"
+#include "helpsteer.h"
 #include "lora.h"
 #include "losses.h"
 #include "model_io.h"
 #include "model_presets.h"
+#include "pairs.h"
+#include "precompute.h"
+#include "unique_sequences.h"
 
 #define MAX_LIST 8
 
@@ -66,6 +81,8 @@ typedef struct {
 
 typedef struct {
     const char *what, *preset, *out, *model_dir;
+    const char *pairs_data; /* a HelpSteer folder: the pair structure of precompute_pairs */
+    int precompute_pairs;   /* the first N of its helpfulness pairs (0: all) */
     double t_start; /* process start, for startup */
     int quiet;      /* no records */
     IntList pairs, batches, gen_batches;
@@ -98,7 +115,17 @@ static int parse_list(const char *s, IntList *l)
     return l->n ? 0 : -1;
 }
 
-static int wants(const Args *a, const char *what) { return strstr(a->what, what) != NULL; }
+/* An exact name of the --what list ("precompute" is not "precompute_pairs"). */
+static int wants(const Args *a, const char *what)
+{
+    size_t n = strlen(what);
+    for (const char *w = a->what; *w;) {
+        size_t len = strcspn(w, ",");
+        if (len == n && strncmp(w, what, n) == 0) return 1;
+        w += len + (w[len] == ',');
+    }
+    return 0;
+}
 
 /* ---------------- JSON records ---------------- */
 
@@ -522,6 +549,150 @@ static int bench_precompute(const Args *a, Backend *be, Error *err)
     return rc;
 }
 
+/* ---------------- precompute over HelpSteer's pairs ---------------- */
+
+/* The helpfulness pairs of a HelpSteer split with random tokens: one prompt
+ * per prompt group, one response per row, so a pair side is its row's
+ * sequence and the sides repeat exactly as the rows do in the real pairs.
+ * Text is not tokenized: only which pairs share a side matters here (and
+ * every sequence has one length, as in the plain precompute record). */
+typedef struct {
+    int32_t *row_tokens; /* [n_rows * seq_len] */
+    PairSequences ps;    /* sides point into row_tokens */
+} PairWorkload;
+
+static void fill_random(int32_t *t, int n, int vocab, uint64_t *s)
+{
+    for (int i = 0; i < n; i++) t[i] = 3 + (int)(rng_next(s) % (uint64_t)(vocab - 3));
+}
+
+/* Row r's sequence: BOS + its group's prompt (prompt_len tokens in all),
+ * then its own response up to seq_len. */
+static int fill_rows(const Args *a, int vocab, const HelpSteerData *d, PairWorkload *w, Error *err)
+{
+    int L = a->seq_len, P = a->prompt_len;
+    w->row_tokens = malloc(d->n_rows * (size_t)L * sizeof *w->row_tokens);
+    if (!w->row_tokens) return error_set(err, "out of memory for %zu rows", d->n_rows);
+    uint64_t s = 4242;
+    for (size_t g = 0; g < d->n_rows; g = helpsteer_group_end(d, g)) {
+        int32_t *first = w->row_tokens + g * (size_t)L;
+        first[0] = 1;
+        fill_random(first + 1, P - 1, vocab, &s);
+        for (size_t r = g; r < helpsteer_group_end(d, g); r++) {
+            int32_t *row = w->row_tokens + r * (size_t)L;
+            memcpy(row, first, (size_t)P * sizeof *row);
+            fill_random(row + P, L - P, vocab, &s);
+        }
+    }
+    return 0;
+}
+
+static int pair_sides(const Args *a, const PairSet *set, PairWorkload *w, Error *err)
+{
+    size_t n = a->precompute_pairs > 0 && (size_t)a->precompute_pairs < set->n ? (size_t)a->precompute_pairs
+                                                                               : set->n;
+    w->ps.chosen = malloc((n + 1) * sizeof *w->ps.chosen);
+    w->ps.rejected = malloc((n + 1) * sizeof *w->ps.rejected);
+    if (!w->ps.chosen || !w->ps.rejected) return error_set(err, "out of memory for %zu pairs", n);
+    w->ps.n = n;
+    for (size_t i = 0; i < n; i++) {
+        size_t rc = set->pairs[i].row_chosen, rr = set->pairs[i].row_rejected;
+        w->ps.chosen[i] = (Sequence){w->row_tokens + rc * (size_t)a->seq_len, a->seq_len, a->prompt_len};
+        w->ps.rejected[i] = (Sequence){w->row_tokens + rr * (size_t)a->seq_len, a->seq_len, a->prompt_len};
+    }
+    return 0;
+}
+
+static void pair_workload_free(PairWorkload *w)
+{
+    free(w->row_tokens);
+    free(w->ps.chosen);
+    free(w->ps.rejected);
+    memset(w, 0, sizeof *w);
+}
+
+static int pair_workload_make(const Args *a, int vocab, PairWorkload *w, Error *err)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/train.jsonl.gz", a->pairs_data);
+    memset(w, 0, sizeof *w);
+    HelpSteerData data;
+    PairSet set;
+    if (helpsteer_load(path, false, &data, err)) return -1;
+    int rc = pairs_build(&data, DIM_HELPFULNESS, &set, err);
+    if (rc == 0) {
+        rc = fill_rows(a, vocab, &data, w, err) || pair_sides(a, &set, w, err);
+        pairs_free(&set);
+    }
+    helpsteer_free(&data);
+    if (rc) pair_workload_free(w);
+    return rc ? -1 : 0;
+}
+
+static int bench_precompute_pairs_batch(const Args *a, Backend *be, BackendAdapter *margin,
+                                        const PairWorkload *w, size_t distinct, int batch_pairs,
+                                        Error *err)
+{
+    const LlamaConfig *c = &be->config;
+    size_t n = w->ps.n;
+    float *chosen = malloc((n + 1) * sizeof *chosen), *rejected = malloc((n + 1) * sizeof *rejected);
+    int rc = chosen && rejected ? 0 : error_set(err, "out of memory");
+    double total = 0;
+    for (int i = 0; !rc && i < a->warmup + a->steps; i++) {
+        double t0 = now();
+        /* as the stage does it: the reference pass, then the margin pass */
+        rc = pair_logps_all(NULL, be, NULL, &w->ps, batch_pairs, chosen, rejected, err) ||
+             pair_logps_all(NULL, be, margin, &w->ps, batch_pairs, chosen, rejected, err);
+        if (i >= a->warmup) total += now() - t0;
+        if (i == a->warmup - 1) print_profile(be, "warmup");
+    }
+    if (!rc) {
+        print_profile(be, "precompute_pairs");
+        double mean = total / a->steps, computed = (double)distinct * a->seq_len;
+        double slots = 2.0 * n * a->seq_len;
+        double flops = 2 * computed * fwd_flops_per_token(c, a->seq_len);
+        Record r;
+        rec_begin(&r, "precompute_pairs", a);
+        rec_add(&r, ", \"batch_pairs\": %d, \"batch_seqs\": %d, \"pairs\": %zu, \"distinct_seqs\": %zu, "
+                "\"sequence_slots\": %zu, \"ms\": %.1f, \"pairs_per_s\": %.2f, "
+                "\"computed_tokens_per_s\": %.0f, \"pair_tokens_per_s\": %.0f, \"tflops\": %.1f, "
+                "\"device_mem_used_gib\": %.1f",
+                batch_pairs, 2 * batch_pairs, n, distinct, 2 * n, 1e3 * mean, n / mean,
+                computed / mean, slots / mean, flops / mean / 1e12, device_used_gib());
+        rec_end(&r, a);
+    }
+    free(chosen);
+    free(rejected);
+    return rc;
+}
+
+static int bench_precompute_pairs(const Args *a, Backend *be, Error *err)
+{
+    PairWorkload w;
+    UniqueSequences u;
+    if (pair_workload_make(a, be->config.vocab_size, &w, err)) return -1;
+    if (unique_sequences_build(&w.ps, &u, err)) {
+        pair_workload_free(&w);
+        return -1;
+    }
+    size_t distinct = u.n;
+    unique_sequences_free(&u);
+    fprintf(stderr, "precompute_pairs: %zu helpfulness pairs of %s, %zu distinct sequences of %zu sides\n",
+            w.ps.n, a->pairs_data, distinct, 2 * w.ps.n);
+    LoraAdapter host;
+    BackendAdapter *margin = NULL;
+    memset(&host, 0, sizeof host);
+    int rc = make_adapter(&host, &be->config, 23, err) || be->ops->adapter_bind(be, &host, &margin, err);
+    for (int i = 0; !rc && i < a->batches.n; i++) {
+        int batch_pairs = a->batches.v[i] / 2 > 0 ? a->batches.v[i] / 2 : 1;
+        rc = bench_precompute_pairs_batch(a, be, margin, &w, distinct, batch_pairs, err);
+    }
+    if (margin) be->ops->adapter_unbind(be, margin);
+    lora_adapter_free(&host);
+    pair_workload_free(&w);
+    return rc ? -1 : 0;
+}
+
 /* ---------------- decode ---------------- */
 
 static int argmax(const float *x, int n)
@@ -630,7 +801,8 @@ static int bench_decode(const Args *a, Backend *be, Error *err)
 static int parse_args(int argc, char **argv, Args *a)
 {
     memset(a, 0, sizeof *a);
-    a->what = "gemm,modpo,precompute,decode";
+    a->what = "gemm,modpo,precompute,precompute_pairs,decode";
+    a->pairs_data = "data/helpsteer-sample";
     a->preset = "llama2-7b";
     a->seq_len = 512;
     a->prompt_len = 256;
@@ -660,6 +832,8 @@ static int parse_args(int argc, char **argv, Args *a)
         else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
         else if (!strcmp(k, "--group-size")) a->group_size = atoi(v);
         else if (!strcmp(k, "--model-dir")) a->model_dir = v;
+        else if (!strcmp(k, "--pairs-data")) a->pairs_data = v;
+        else if (!strcmp(k, "--precompute-pairs")) a->precompute_pairs = atoi(v);
         else if (!strcmp(k, "--gemm-tflops")) a->gemm_tflops = atof(v);
         else if (!strcmp(k, "--recompute")) a->recompute = atoi(v);
         else if (!strcmp(k, "--optimizer") && (!strcmp(v, "host") || !strcmp(v, "backend")))
@@ -669,11 +843,12 @@ static int parse_args(int argc, char **argv, Args *a)
     char what[256];
     snprintf(what, sizeof what, "%s", a->what);
     for (char *w = strtok(what, ","); w; w = strtok(NULL, ","))
-        if (strcmp(w, "gemm") && strcmp(w, "modpo") && strcmp(w, "precompute") && strcmp(w, "decode"))
+        if (strcmp(w, "gemm") && strcmp(w, "modpo") && strcmp(w, "precompute") &&
+            strcmp(w, "precompute_pairs") && strcmp(w, "decode"))
             return fprintf(stderr, "--what: unknown measurement '%s' (gemm, modpo, precompute, "
-                           "decode)\n", w), -1;
+                           "precompute_pairs, decode)\n", w), -1;
     if (a->seq_len < 2 || a->prompt_len < 1 || a->prompt_len >= a->seq_len || a->steps < 1 ||
-        a->warmup < 0 || a->gen_new < 2 || a->gen_prompt_len < 1)
+        a->warmup < 0 || a->gen_new < 2 || a->gen_prompt_len < 1 || a->precompute_pairs < 0)
         return fprintf(stderr, "bad lengths or step counts\n"), -1;
     return 0;
 }
@@ -777,6 +952,7 @@ static int run(Args *args, int world_size)
     int rc = 0;
     if (!rc && wants(&a, "modpo")) rc = bench_modpo(&a, be, &err);
     if (!rc && single && wants(&a, "precompute")) rc = bench_precompute(&a, be, &err);
+    if (!rc && single && wants(&a, "precompute_pairs")) rc = bench_precompute_pairs(&a, be, &err);
     if (!rc && single && wants(&a, "decode")) rc = bench_decode(&a, be, &err);
     if (rc) fprintf(stderr, "cuda_bench: %s\n", err.msg);
     be->ops->destroy(be);

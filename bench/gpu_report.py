@@ -62,6 +62,17 @@ def rows(recs):
     tp = best(recs, "pytorch", "precompute", "tokens_per_s")
     yield ("precompute, reference + margin (tokens/s)", op and op["tokens_per_s"],
            tp and tp["tokens_per_s"], ">= 2x", op and tp and op["tokens_per_s"] >= 2 * tp["tokens_per_s"])
+    # The stage's way over HelpSteer-shaped pairs: each distinct sequence once.
+    # Its pair tokens/s counts every pair side, as PyTorch's precompute computes
+    # them, so the two compare as the throughput of the same job; the gain is
+    # less work (the per-token rate is the row above).
+    pp = best(recs, "modpo-cuda", "precompute_pairs", "pair_tokens_per_s")
+    yield ("precompute over HelpSteer pairs, distinct sequences once (pair-side tokens/s)",
+           pp and pp["pair_tokens_per_s"], tp and tp["tokens_per_s"], ">= 2x (by less work)",
+           pp and tp and pp["pair_tokens_per_s"] >= 2 * tp["tokens_per_s"])
+    if pp:
+        yield (f"  its distinct sequences / pair sides ({pp['distinct_seqs']} of {pp['sequence_slots']}, "
+               f"batch {pp['batch_seqs']})", pp["distinct_seqs"] / pp["sequence_slots"], None, None, None)
     copy = ours_gemm and ours_gemm.get("copy_gbs")
     for batch in (1, 64):
         og = pick(recs, "modpo-cuda", "generate", batch=batch)

@@ -32,6 +32,7 @@ ours)
             --out "$R" 2>>"$OUT/ours.log"
     done
     $B --what precompute --steps "$steps" --out "$R" 2>>"$OUT/ours.log"
+    $B --what precompute_pairs --steps "$steps" --out "$R" 2>>"$OUT/ours.log"
     $B --what decode --out "$R" 2>>"$OUT/ours.log"
     grep -E "profile modpo|error|cuda_bench" "$OUT/ours.log"
     ;;
