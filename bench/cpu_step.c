@@ -79,6 +79,7 @@ static int parse_args(int argc, char **argv, Args *a)
 static int make_batch(const Args *a, int vocab, Batch *b)
 {
     size_t n = (size_t)a->batch * a->seq;
+    memset(b, 0, sizeof *b);
     b->n_seq = a->batch;
     b->seq_len = a->seq;
     b->tokens = malloc(n * sizeof *b->tokens);

@@ -152,13 +152,15 @@ static void rec_begin(Record *r, const char *bench, const Args *a)
         snprintf(card, sizeof card, "%s", prop.name);
     time_t t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    const char *graphs = getenv("MODPO_CUDA_GRAPHS"); /* the backend's default: on */
     r->len = 0;
     rec_add(r, "{\"bench\": \"%s\", \"impl\": \"modpo-cuda\", \"card\": \"%s\", \"date\": \"%s\", "
             "\"shape\": \"%s\", \"seq_len\": %d, \"prompt_len\": %d, \"ranks_per_group\": %d, "
-            "\"groups\": %d, \"group\": %d, \"recompute\": %d, \"optimizer\": \"%s\"",
+            "\"groups\": %d, \"group\": %d, \"recompute\": %d, \"optimizer\": \"%s\", "
+            "\"cuda_graphs\": %d",
             bench, card, date, a->preset, a->seq_len, a->prompt_len, dist_size(a->group),
             a->n_groups, a->group ? a->group->color : 0, a->recompute,
-            a->host_optimizer ? "host" : "backend");
+            a->host_optimizer ? "host" : "backend", !graphs || strcmp(graphs, "0") != 0);
 }
 
 /* Only a group's first rank reports. */
@@ -296,6 +298,7 @@ static uint64_t rng_next(uint64_t *s)
 /* n_seq sequences of seq_len random tokens, labels from prompt_len on. */
 static int make_batch(Batch *b, int n_seq, int seq_len, int prompt_len, int vocab, uint64_t seed)
 {
+    memset(b, 0, sizeof *b);
     b->n_seq = n_seq;
     b->seq_len = seq_len;
     b->tokens = malloc((size_t)n_seq * seq_len * sizeof *b->tokens);

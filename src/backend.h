@@ -125,7 +125,9 @@ typedef struct {
     /* ---- training / scoring ----
      * out_logps[s] = sum over t with label_mask[t] of
      *                log_softmax(logits[s, t-1])[tokens[s, t]]
-     * for every sequence s of the batch, under adapter `a` (NULL: base).
+     * for every sequence s of the batch, under adapter `a` (NULL: base);
+     * with batch->sum_start, batch_n_sums(batch) such sums instead, each
+     * sequence's labels cut at its marks (keep must then be 0).
      * Labels need 1 <= t < lengths[s]; padding never influences real
      * positions.  With keep_for_backward the backend keeps what backward
      * needs for this batch (replacing anything kept before); a call without

@@ -26,3 +26,14 @@ int backend_check_pref_backward(const char *who, const BackendAdapter *a, int ha
                          batch->n_seq, loss->n_pairs, 2 * loss->n_pairs);
     return 0;
 }
+
+int backend_check_logps(const char *who, const Batch *batch, int keep, Error *err)
+{
+    if (!batch->sum_start) return 0;
+    if (keep)
+        return error_set(err, "%s logps: a batch with several sums per sequence cannot be kept "
+                         "for a backward", who);
+    char buf[160];
+    const char *bad = batch_check_sums(batch, buf, sizeof buf);
+    return bad ? error_set(err, "%s logps: %s", who, bad) : 0;
+}

@@ -22,6 +22,10 @@ int backend_check_pref_backward(const char *who, const BackendAdapter *a, int ha
                                 int kept_seq_len, const Batch *batch, const PrefLossSpec *loss,
                                 Error *err);
 
+/* logps(batch, keep): sum_start marks only at labelled positions, and only
+ * in a pass that keeps nothing (a backward takes one dlogp per sequence). */
+int backend_check_logps(const char *who, const Batch *batch, int keep, Error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,6 @@
 #include "batch.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,10 +93,34 @@ int batch_n_labels(const Batch *b, int i)
     return count;
 }
 
+int batch_n_sums(const Batch *b)
+{
+    int n = b->n_seq;
+    if (!b->sum_start) return n;
+    for (size_t i = 0; i < (size_t)b->n_seq * (size_t)b->seq_len; i++) n += b->sum_start[i] != 0;
+    return n;
+}
+
+const char *batch_check_sums(const Batch *b, char *buf, size_t cap)
+{
+    if (!b->sum_start) return NULL;
+    for (int s = 0; s < b->n_seq; s++)
+        for (int t = 0; t < b->seq_len; t++) {
+            size_t i = (size_t)s * (size_t)b->seq_len + (size_t)t;
+            if (b->sum_start[i] && !b->label_mask[i]) {
+                snprintf(buf, cap, "sequence %d: a sum starts at position %d, which has no label",
+                         s, t);
+                return buf;
+            }
+        }
+    return NULL;
+}
+
 void batch_free(Batch *b)
 {
     free(b->tokens);
     free(b->lengths);
     free(b->label_mask);
+    free(b->sum_start);
     memset(b, 0, sizeof *b);
 }

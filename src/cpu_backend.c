@@ -162,22 +162,23 @@ static int cpu_adapter_zero_grads(Backend *b, BackendAdapter *a, Error *err)
 }
 
 /* Sums label log-probs per sequence (double, in row order). */
-static void sum_per_sequence(const CpuLabels *labels, const float *logp, int n_seq, float *out)
+static void sum_labels(const CpuLabels *labels, const float *logp, int n_sums, float *out)
 {
-    double *acc = calloc((size_t)n_seq, sizeof *acc);
-    for (int s = 0; s < n_seq; s++) out[s] = 0.0f;
+    double *acc = calloc((size_t)n_sums, sizeof *acc);
+    for (int s = 0; s < n_sums; s++) out[s] = 0.0f;
     if (!acc) { /* fall back to fp32 sums rather than fail a finished forward */
-        for (int i = 0; i < labels->n; i++) out[labels->seq[i]] += logp[i];
+        for (int i = 0; i < labels->n; i++) out[labels->sum[i]] += logp[i];
         return;
     }
-    for (int i = 0; i < labels->n; i++) acc[labels->seq[i]] += logp[i];
-    for (int s = 0; s < n_seq; s++) out[s] = (float)acc[s];
+    for (int i = 0; i < labels->n; i++) acc[labels->sum[i]] += logp[i];
+    for (int s = 0; s < n_sums; s++) out[s] = (float)acc[s];
     free(acc);
 }
 
 static int cpu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *out_logps,
                      int keep, Error *err)
 {
+    if (backend_check_logps("cpu", batch, keep, err)) return -1;
     CpuState *st = state_of(b);
     CpuForward local, *f = keep ? &st->fwd : &local;
     CpuArena *arena = keep ? &st->kept : &st->scratch;
@@ -197,7 +198,7 @@ static int cpu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *o
     if (!logp || !head || (keep && !f->labels.dhn))
         return error_set(err, "cpu logps: out of memory for the LM head");
     cpu_logprobs_forward(st->model, st->chunk, f->x_final, &f->labels, logp, head);
-    sum_per_sequence(&f->labels, logp, batch->n_seq, out_logps);
+    sum_labels(&f->labels, logp, batch_n_sums(batch), out_logps);
     if (keep) {
         f->seq_logp = cpu_arena_floats(arena, (size_t)batch->n_seq);
         if (!f->seq_logp) return error_set(err, "cpu logps: out of memory for the kept logps");

@@ -44,22 +44,28 @@ int cpu_rows_from_batch(const LlamaConfig *c, const Batch *b, CpuRows *rows, Cpu
         labels->row = cpu_arena_alloc(arena, (size_t)n_labels * sizeof(int32_t));
         labels->target = cpu_arena_alloc(arena, (size_t)n_labels * sizeof(int32_t));
         labels->seq = cpu_arena_alloc(arena, (size_t)n_labels * sizeof(int32_t));
+        labels->sum = b->sum_start ? cpu_arena_alloc(arena, (size_t)n_labels * sizeof(int32_t))
+                                   : labels->seq;
         labels->lse = cpu_arena_floats(arena, (size_t)n_labels);
         labels->dhn = NULL;
     }
     if (arena->failed) return error_set(err, "out of memory packing a batch of %d rows", n_rows);
-    int r = 0, k = 0;
+    int r = 0, k = 0, sum = -1;
     for (int s = 0; s < b->n_seq; s++) {
         const int32_t *tok = b->tokens + (size_t)s * b->seq_len;
         const uint8_t *lab = b->label_mask + (size_t)s * b->seq_len;
+        const uint8_t *cut = b->sum_start ? b->sum_start + (size_t)s * b->seq_len : NULL;
         rows->start[s] = r;
+        sum++; /* each sequence's first sum */
         for (int t = 0; t < b->lengths[s]; t++, r++) {
             rows->pos[r] = t;
             rows->tok[r] = tok[t];
+            if (cut && cut[t]) sum++;
             if (labels && lab[t]) { /* logits of the previous row score token t */
                 labels->row[k] = r - 1;
                 labels->target[k] = tok[t];
                 labels->seq[k] = s;
+                if (cut) labels->sum[k] = sum;
                 k++;
             }
         }

@@ -131,6 +131,7 @@ typedef struct {
     int32_t *row;        /* [n] packed row whose logits score the label */
     int32_t *target;     /* [n] the label token */
     int32_t *seq;        /* [n] its sequence */
+    int32_t *sum;        /* [n] the logp it adds to (== seq without Batch.sum_start) */
     float *lse;          /* [n] log-sum-exp of the row's logits */
     float *dhn;          /* [n, D] d logp / d(normed row), for backward; NULL: not needed */
 } CpuLabels;

@@ -28,6 +28,14 @@ int cuda_backend_create_random(const LlamaConfig *config, int device, uint64_t s
  * forward without down_proj.  Takes effect at the next logps. */
 void cuda_backend_set_recompute(Backend *b, int on);
 
+/* With `on` (the default; MODPO_CUDA_GRAPHS=0 turns it off at creation),
+ * a decode step whose batch and buffers are those of the step before is
+ * replayed from a CUDA graph captured at the second such step, not issued
+ * launch by launch: the same kernels, so the same logits, bit for bit. */
+void cuda_backend_set_graphs(Backend *b, int on);
+/* Decode steps run from a captured graph since the backend was made. */
+long cuda_backend_graph_launches(Backend *b);
+
 /* With MODPO_CUDA_PROFILE=1: GPU milliseconds per phase since the last
  * call (resolved at syncs), names[i] for ms[i]; returns how many (0 when
  * not profiling).  Resets the totals. */

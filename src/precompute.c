@@ -9,16 +9,63 @@
 #include "fs_util.h"
 #include "unique_sequences.h"
 
-/* Logps of the distinct sequences [lo, hi), 2 * batch_size at a time: as
- * many sequences per batch as batch_size pairs hold. */
+/* Distinct sequences [start, start + n) as a batch: labels from each
+ * one's first label start, and a new sum at each later start inside it. */
+static int distinct_batch(const UniqueSequences *u, size_t start, int n, Batch *batch, Error *err)
+{
+    if (batch_from_sequences(u->seqs + start, n, batch, err)) return -1;
+    size_t T = (size_t)batch->seq_len;
+    batch->sum_start = calloc((size_t)n * T, 1);
+    if (!batch->sum_start) {
+        batch_free(batch);
+        return error_set(err, "out of memory for a batch of %d sequences", n);
+    }
+    for (int i = 0; i < n; i++) {
+        size_t d = start + (size_t)i;
+        const int32_t *from = u->sum_from + u->sum_base[d];
+        int m = (int)(u->sum_base[d + 1] - u->sum_base[d]), len = batch->lengths[i];
+        uint8_t *mask = batch->label_mask + (size_t)i * T, *cut = batch->sum_start + (size_t)i * T;
+        for (int t = 0; t < batch->seq_len; t++) mask[t] = t >= from[0] && t < len;
+        for (int j = 1; j < m; j++)
+            if (from[j] < len) cut[from[j]] = 1;
+    }
+    return 0;
+}
+
+/* The backend's sums of one batch -> each (sequence, start)'s logp: the
+ * segments from that start on, summed. */
+static void logps_from_segments(const UniqueSequences *u, size_t start, int n, const Batch *batch,
+                                const float *segments, float *logps)
+{
+    int o = 0;
+    for (int i = 0; i < n; i++) {
+        size_t d = start + (size_t)i, base = u->sum_base[d], m = u->sum_base[d + 1] - base;
+        float *seg = logps + base; /* segments first, summed in place below */
+        for (size_t j = 0; j < m; j++)
+            seg[j] = j == 0 || u->sum_from[base + j] < batch->lengths[i] ? segments[o++] : 0.0f;
+        double acc = 0;
+        for (size_t j = m; j-- > 0;) {
+            acc += seg[j];
+            seg[j] = (float)acc;
+        }
+    }
+}
+
+/* Logps of every (sequence, start) of the distinct sequences [lo, hi),
+ * 2 * batch_size sequences at a time: as many per batch as batch_size
+ * pairs hold. */
 static int logps_of_range(Backend *b, BackendAdapter *a, const UniqueSequences *u, size_t lo,
                           size_t hi, size_t unit, float *logps, Error *err)
 {
     for (size_t start = lo; start < hi; start += unit) {
         int n = (int)(hi - start < unit ? hi - start : unit);
         Batch batch;
-        if (batch_from_sequences(u->seqs + start, n, &batch, err)) return -1;
-        int rc = backend_logps(b, a, &batch, logps + start, 0, err) || backend_sync(b, err);
+        if (distinct_batch(u, start, n, &batch, err)) return -1;
+        float *segments = malloc((size_t)batch_n_sums(&batch) * sizeof *segments);
+        int rc = segments ? 0 : error_set(err, "out of memory");
+        if (rc == 0) rc = backend_logps(b, a, &batch, segments, 0, err) || backend_sync(b, err);
+        if (rc == 0) logps_from_segments(u, start, n, &batch, segments, logps);
+        free(segments);
         batch_free(&batch);
         if (rc) return -1;
     }
@@ -30,14 +77,15 @@ int pair_logps_all(const DistComm *comm, Backend *b, BackendAdapter *a, const Pa
 {
     UniqueSequences u;
     if (unique_sequences_build(ps, &u, err)) return -1;
-    float *logps = malloc((u.n + 1) * sizeof *logps);
+    float *logps = malloc((u.n_sums + 1) * sizeof *logps);
     int rc = logps ? 0 : error_set(err, "out of memory");
     /* Whole blocks per rank, so every rank forms the batches one process
      * would (dist_shard_blocks): the same bits at any rank count. */
     size_t unit = 2 * (size_t)(batch_size > 0 ? batch_size : 1), lo, hi;
     dist_shard_blocks(comm, u.n, unit, &lo, &hi);
     if (rc == 0) rc = logps_of_range(b, a, &u, lo, hi, unit, logps, err);
-    if (rc == 0) rc = dist_allgather_ranges_f32(comm, logps, u.n, lo, hi, err);
+    if (rc == 0)
+        rc = dist_allgather_ranges_f32(comm, logps, u.n_sums, u.sum_base[lo], u.sum_base[hi], err);
     for (size_t p = 0; rc == 0 && p < ps->n; p++) {
         chosen[p] = logps[u.chosen[p]];
         rejected[p] = logps[u.rejected[p]];

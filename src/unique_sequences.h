@@ -1,15 +1,16 @@
-/* The distinct sequences of a PairSequences.  In HelpSteer several rows share
- * a prompt and pairs are every j < k of a prompt group, so one response's
- * sequence is a side of several pairs; its logp under a frozen model depends
- * only on its tokens and on where its labels start, so it needs computing
- * once.  Two pair sides are the same sequence when their tokens and their
- * completion_start are equal: the labelled prefix of a side is the common
- * token prefix of its pair, so equal tokens can carry different labels in
- * different pairs and are then different sequences.
+/* The distinct token sequences of a PairSequences.  In HelpSteer several rows
+ * share a prompt and pairs are every j < k of a prompt group, so one
+ * response's sequence is a side of several pairs; under a frozen model its
+ * per-token logps depend only on its tokens, so it needs one forward.  Its
+ * labels, though, start where its pair's two sides first differ, so the
+ * same tokens can be scored from several label starts: each distinct
+ * sequence keeps the ascending list of its starts, and a side's logp is
+ * the sum of the per-start "segments" from its own start on (one forward
+ * with Batch.sum_start marks gives every segment).
  *
- * Built in O(n) with a hash table (open addressing, linear probing) over
- * (len, completion_start, tokens); equal hashes are confirmed by comparing
- * the sequences in full, so a collision never merges two sequences. */
+ * Built in O(n log n) with a hash table (open addressing, linear probing)
+ * over (len, tokens); equal hashes are confirmed by comparing the tokens in
+ * full, so a collision never merges two sequences. */
 #ifndef MODPO_UNIQUE_SEQUENCES_H
 #define MODPO_UNIQUE_SEQUENCES_H
 
@@ -20,11 +21,15 @@
 #include "sequences.h"
 
 typedef struct {
-    size_t n;                 /* distinct sequences */
+    size_t n;                 /* distinct token sequences */
     const Sequence **seqs;    /* [n] borrowed from the PairSequences, in first-appearance
                                  order over c0, r0, c1, r1, ... */
-    size_t *chosen;           /* [n_pairs] index into seqs of each pair's chosen side */
-    size_t *rejected;         /* [n_pairs] ... and of its rejected side */
+    size_t n_sums;            /* (sequence, label start) pairs */
+    size_t *sum_base;         /* [n + 1] sequence d's starts are sum_from[sum_base[d] ..
+                                 sum_base[d + 1]) */
+    int32_t *sum_from;        /* [n_sums] label starts, ascending within a sequence */
+    size_t *chosen;           /* [n_pairs] the sum (index into sum_from) of each chosen side */
+    size_t *rejected;         /* [n_pairs] ... and of each rejected side */
     size_t n_pairs;
 } UniqueSequences;
 
@@ -32,7 +37,7 @@ typedef struct {
  * passes a constant one to force every lookup through the full comparison). */
 typedef uint64_t (*SequenceHash)(const Sequence *s);
 
-/* FNV-1a (64 bit) over len, completion_start and the tokens. */
+/* FNV-1a (64 bit) over len and the tokens. */
 uint64_t sequence_hash(const Sequence *s);
 
 /* Keep ps alive while *out is in use.  On failure *out is empty. */

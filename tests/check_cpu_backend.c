@@ -98,6 +98,7 @@ static void fixture_open(Fixture *fx, const char *name, int lm_head_chunk)
     const SafetensorsTensor *tt = safetensors_find(fx->ref, "tokens");
     ck_assert(tt != NULL && tt->ndim == 2);
     Batch *b = &fx->batch;
+    memset(b, 0, sizeof *b);
     b->n_seq = (int)tt->shape[0];
     b->seq_len = (int)tt->shape[1];
     size_t n = (size_t)b->n_seq * b->seq_len;
@@ -345,6 +346,73 @@ START_TEST(decode_matches_full_forward)
 }
 END_TEST
 
+/* Batch.sum_start: one forward, several sums per sequence.  Each sequence
+ * is cut in the middle of its labels: its two sums add up to PyTorch's
+ * logp, and the second equals the ordinary logps of the batch labelled
+ * from the cut on.  A cut where nothing is labelled, or in a kept pass, is
+ * an error. */
+START_TEST(label_sums_split_sequences)
+{
+    Error err;
+    Fixture fx;
+    fixture_open(&fx, cases[_i], 0);
+    Batch *b = &fx.batch;
+    int n = b->n_seq, T = b->seq_len;
+    ck_assert_int_le(n, 16);
+    float *want = ref_f32(&fx, "logps_adapter", NULL);
+    uint8_t *mask = malloc((size_t)n * T), *tail_mask = calloc((size_t)n * T, 1);
+    memcpy(mask, b->label_mask, (size_t)n * T);
+    b->sum_start = calloc((size_t)n * T, 1);
+    int cut[16], marks = 0;
+    for (int s = 0; s < n; s++) {
+        int labels = 0, seen = 0;
+        for (int t = 0; t < T; t++) labels += mask[(size_t)s * T + t];
+        cut[s] = -1;
+        for (int t = 0; t < T && labels >= 2; t++)
+            if (mask[(size_t)s * T + t] && ++seen == labels / 2 + 1) cut[s] = t;
+        if (cut[s] < 0) continue;
+        b->sum_start[(size_t)s * T + cut[s]] = 1;
+        marks++;
+        for (int t = cut[s]; t < T; t++) tail_mask[(size_t)s * T + t] = mask[(size_t)s * T + t];
+    }
+    ck_assert_int_gt(marks, 0);
+    ck_assert_int_eq(batch_n_sums(b), n + marks);
+    float sums[32], tail[16], lp[16];
+    ok(backend_logps(fx.be, fx.ba, b, sums, 0, &err), &err);
+    ok(backend_sync(fx.be, &err), &err);
+    ck_assert_int_eq(backend_logps(fx.be, fx.ba, b, lp, 1, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "cannot be kept"));
+    uint8_t *cuts = b->sum_start;
+    b->sum_start = NULL;
+    memcpy(b->label_mask, tail_mask, (size_t)n * T);
+    ok(backend_logps(fx.be, fx.ba, b, tail, 0, &err), &err);
+    ok(backend_sync(fx.be, &err), &err);
+    for (int s = 0, o = 0; s < n; s++) {
+        double whole = sums[o] + (cut[s] >= 0 ? sums[o + 1] : 0.0);
+        ck_assert_msg(fabs(whole - want[s]) <= 1e-5 * fabs(want[s]), "seq %d: %.7g + %.7g != torch %.7g",
+                      s, sums[o], cut[s] >= 0 ? sums[o + 1] : 0.0f, want[s]);
+        if (cut[s] >= 0)
+            ck_assert_msg(fabsf(sums[o + 1] - tail[s]) <= 1e-6f * fabsf(tail[s]),
+                          "seq %d: second sum %.7g != logp from the cut %.7g", s, sums[o + 1], tail[s]);
+        o += cut[s] >= 0 ? 2 : 1;
+    }
+    memcpy(b->label_mask, mask, (size_t)n * T);
+    b->sum_start = cuts;
+    int s0 = 0;
+    while (cut[s0] < 0) s0++;
+    b->sum_start[(size_t)s0 * T + cut[s0]] = 0;
+    b->sum_start[(size_t)s0 * T] = 1; /* position 0 carries no label */
+    ck_assert_int_eq(backend_logps(fx.be, fx.ba, b, sums, 0, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "has no label"));
+    free(b->sum_start);
+    b->sum_start = NULL;
+    free(mask);
+    free(tail_mask);
+    free(want);
+    fixture_close(&fx);
+}
+END_TEST
+
 START_TEST(bad_batches_are_errors)
 {
     Error err;
@@ -376,6 +444,7 @@ int main(void)
     tcase_add_loop_test(tc, lora_grads_match_torch, 0, N_CASES);
     tcase_add_loop_test(tc, pref_backward_matches_host_loss, 0, N_CASES);
     tcase_add_loop_test(tc, decode_matches_full_forward, 0, N_CASES);
+    tcase_add_loop_test(tc, label_sums_split_sequences, 0, N_CASES);
     tcase_add_test(tc, bad_batches_are_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -85,6 +85,7 @@ static void teardown(void)
 static void pair_batch(const int *idx, int n, Batch *b)
 {
     int T = fx.seq_len;
+    memset(b, 0, sizeof *b);
     b->n_seq = 2 * n;
     b->seq_len = T;
     b->tokens = calloc((size_t)(2 * n * T), sizeof *b->tokens);

@@ -90,6 +90,11 @@ int cu_arena_reset(CuArena *a, Error *err)
     return 0;
 }
 
+const void *cu_arena_base(const CuArena *a)
+{
+    return a->head ? a->head->base : NULL;
+}
+
 void cu_arena_free(CuArena *a)
 {
     free_blocks(a, NULL);

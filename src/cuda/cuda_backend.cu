@@ -183,6 +183,7 @@ static void cu_adapter_unbind(Backend *b, BackendAdapter *a)
 {
     CuState *st = cu_state(b);
     if (!a) return;
+    cu_decode_graph_drop(st); /* a captured step may read its parameters */
     if (st->has_fwd && st->fwd.adapter == a) { /* a kept forward must not outlive it */
         st->has_fwd = 0;
         cu_arena_reset(&st->kept, NULL);
@@ -196,9 +197,11 @@ static void cu_adapter_unbind(Backend *b, BackendAdapter *a)
 static int cu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *out_logps, int keep,
                     Error *err)
 {
+    if (backend_check_logps("cuda", batch, keep, err)) return -1;
     CuState *st = cu_state(b);
     CuForward local, *f = keep ? &st->fwd : &local;
     CuArena *arena = keep ? &st->kept : &st->scratch;
+    int n_sums = batch_n_sums(batch);
     if (keep) {
         st->has_fwd = 0;
         if (cu_arena_reset(&st->kept, err)) return error_prefix(err, "cuda logps: ");
@@ -216,10 +219,10 @@ static int cu_logps(Backend *b, BackendAdapter *a, const Batch *batch, float *ou
     }
     if (st->prof && cu_prof_mark(st, CU_PH_HEAD_FWD, err)) return error_prefix(err, "cuda logps: ");
     /* kept with the forward: pref_backward reads them */
-    float *seq = cu_alloc<float>(arena, (size_t)batch->n_seq);
+    float *seq = cu_alloc<float>(arena, (size_t)n_sums);
     if (cu_arena_check(arena, "logps", err) ||
         cu_logprobs_forward(st, f, keep, seq, err) ||
-        cu_output(st, out_logps, seq, (size_t)batch->n_seq * sizeof(float), err))
+        cu_output(st, out_logps, seq, (size_t)n_sums * sizeof(float), err))
         return error_prefix(err, "cuda logps: ");
     if (st->prof && cu_prof_mark(st, CU_PH_OTHER, err)) return error_prefix(err, "cuda logps: ");
     if (keep) {
@@ -343,6 +346,7 @@ static void cu_destroy(Backend *b)
     CuState *st = cu_state(b);
     if (st) {
         if (st->stream) cudaStreamSynchronize(st->stream);
+        cu_decode_graph_drop(st);
         cu_arena_free(&st->kept);
         cu_arena_free(&st->scratch);
         if (st->attn_ws) cudaFreeAsync(st->attn_ws, st->stream);
@@ -567,6 +571,10 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     st->attn_flash_only = attn && strcmp(attn, "flash") == 0;
     st->attn_scores = attn && strcmp(attn, "gemm") == 0;
     TRY(gemv_switches(st, err));
+    const char *graphs = getenv("MODPO_CUDA_GRAPHS");
+    if (graphs && strcmp(graphs, "0") != 0 && strcmp(graphs, "1") != 0)
+        return error_set(err, "MODPO_CUDA_GRAPHS=%s: expected 0 or 1", graphs);
+    st->graphs = !graphs || strcmp(graphs, "1") == 0;
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
     if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
     const char *prof = getenv("MODPO_CUDA_PROFILE");
@@ -628,6 +636,17 @@ extern "C" int cuda_backend_create(const LlamaModel *model, int device, Backend 
 extern "C" void cuda_backend_set_recompute(Backend *b, int on)
 {
     cu_state(b)->recompute = on != 0;
+}
+
+extern "C" void cuda_backend_set_graphs(Backend *b, int on)
+{
+    cu_decode_graph_drop(cu_state(b));
+    cu_state(b)->graphs = on != 0;
+}
+
+extern "C" long cuda_backend_graph_launches(Backend *b)
+{
+    return cu_state(b)->graph.launches;
 }
 
 extern "C" int cuda_backend_profile(Backend *b, double *ms, const char **names, int cap)

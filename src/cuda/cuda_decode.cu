@@ -16,6 +16,7 @@ void cu_kv_free(Backend *b, KvCache *kv)
     CuState *st = cu_state(b);
     CuKv *c = (CuKv *)kv->impl;
     if (c) {
+        cu_decode_graph_drop(st);
         cudaStreamSynchronize(st->stream); /* queued steps may still use the cache */
         if (c->k) cudaFree(c->k);
         if (c->v) cudaFree(c->v);
@@ -62,6 +63,24 @@ int cu_kv_create(Backend *b, int n_slots, int max_len, KvCache **out, Error *err
     return 0;
 }
 
+typedef struct {
+    const BackendAdapter *a;
+    KvCache *kv;
+    CuForward *f;
+} StepWork;
+
+/* The device work of a step whose rows are uploaded: every layer, then the
+ * logits of each sequence's last row. */
+static int forward_logits(CuState *st, void *ctx, float **logits, Error *err)
+{
+    StepWork *w = (StepWork *)ctx;
+    const CuRows *r = &w->f->rows;
+    TRY(cu_model_forward(st, w->a, w->f, w->kv, &st->scratch, err));
+    *logits = cu_alloc<float>(&st->scratch, (size_t)r->n_seq * st->c.vocab_size);
+    TRY(cu_arena_check(&st->scratch, "the logits", err));
+    return cu_head_logits(st, w->f->x_final, r->n_seq, r->last, *logits, err);
+}
+
 /* Uploads the rows (host arrays in st->hints order, see run_rows), runs the
  * forward with the cache (fresh: a prefill, every key among these rows),
  * and queues the logits of each sequence's last row for out[slot[i] * V]. */
@@ -90,10 +109,12 @@ static int run_rows(Backend *b, KvCache *kv, BackendAdapter *a, int ns, int n_ro
     r->tok = r->pos + n_rows;
     r->cache_row = r->tok + n_rows;
     r->fresh_cache = fresh;
-    TRY(cu_model_forward(st, a, &f, kv, &st->scratch, err));
-    float *logits = cu_alloc<float>(&st->scratch, (size_t)ns * v);
-    TRY(cu_arena_check(&st->scratch, "the logits", err));
-    TRY(cu_head_logits(st, f.x_final, ns, r->last, logits, err));
+    StepWork w = {a, kv, &f};
+    float *logits = NULL;
+    if (fresh)
+        TRY(forward_logits(st, &w, &logits, err));
+    else /* a decode step: the same launches every step, so a graph's replay */
+        TRY(cu_decode_graph_run(st, kv, a, n_rows, forward_logits, &w, &logits, err));
     for (int i = 0; i < ns; i++)
         TRY(cu_output(st, out + (size_t)slot[i] * v, logits + (size_t)i * v, (size_t)v * sizeof(float),
                       err));

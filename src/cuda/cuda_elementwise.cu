@@ -102,25 +102,6 @@ int cu_to_bf16(CuState *st, size_t n, const float *x, bf16 *y, Error *err)
     return 0;
 }
 
-__global__ void scatter_rows_kernel(int n, int width, const bf16 *__restrict__ src,
-                                    const int32_t *__restrict__ rows, bf16 *__restrict__ dst)
-{
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)n * width) return;
-    size_t r = idx / width, j = idx % width;
-    dst[(size_t)rows[r] * width + j] = src[idx];
-}
-
-int cu_scatter_rows(CuState *st, int n, int width, const bf16 *src, const int32_t *rows,
-                    bf16 *dst, Error *err)
-{
-    size_t total = (size_t)n * width;
-    if (!total) return 0;
-    scatter_rows_kernel<<<cu_blocks(total, 256), 256, 0, st->stream>>>(n, width, src, rows, dst);
-    CU_LAUNCHED();
-    return 0;
-}
-
 /* splitmix64 of (seed, i): independent of the launch shape, so a tensor's
  * values depend only on its seed. */
 __device__ __forceinline__ uint64_t mix64(uint64_t z)

@@ -49,6 +49,9 @@ template <class T> static inline T *cu_alloc(CuArena *a, size_t n)
 int cu_arena_check(CuArena *a, const char *what, Error *err);
 int cu_arena_reset(CuArena *a, Error *err);
 void cu_arena_free(CuArena *a);
+/* The current block's address (NULL before the first allocation): where a
+ * pass's allocations start after a reset. */
+const void *cu_arena_base(const CuArena *a);
 
 /* ---- device-side helpers (cuda_reduce.cuh) ---- */
 
@@ -105,7 +108,8 @@ struct CuRows {
 struct CuLabels {
     int n;
     int32_t *row, *tgt, *seq; /* [n] */
-    int32_t *seq_start;       /* [n_seq + 1] labels are grouped by sequence */
+    int32_t *sum_start;       /* [n_sums + 1] labels are grouped by the logp they add to */
+    int n_sums;               /* n_seq, or more with Batch.sum_start */
     float *logp;              /* [n] */
     float *rstd;              /* [n] final-norm rstd of the row */
     float *dhn;               /* [n, D] d logp / d(normed row), kept for backward */
@@ -136,6 +140,21 @@ struct CuForward {
 struct CuKv {
     int kv_dim;
     bf16 *k, *v; /* [L][n_slots * max_len][kv_dim] */
+};
+
+/* What a captured decode step baked in (cuda_decode_graph.cu). */
+struct CuDecodeKey {
+    const void *cache, *cache_keys;     /* the KvCache and its device keys */
+    const void *adapter, *adapter_params;
+    const void *scratch, *rope, *split_ws, *attn_ws;
+    int n_slots, max_len, n_rows;
+};
+struct CuDecodeGraph {
+    CuDecodeKey key;
+    int seen;                /* the key's last step ran uncaptured */
+    cudaGraphExec_t exec;    /* NULL until captured */
+    float *logits;           /* where a replay leaves the logits */
+    long launches;           /* steps run from a graph since the backend was made */
 };
 
 struct CuState {
@@ -170,6 +189,8 @@ struct CuState {
     size_t attn_ws_bytes;
     size_t attn_ws_limit;        /* MODPO_CUDA_ATTENTION_MB (0: the default bound) */
     CuProfile *prof;             /* NULL unless MODPO_CUDA_PROFILE=1 */
+    int graphs;                  /* decode steps replayed as CUDA graphs (MODPO_CUDA_GRAPHS) */
+    CuDecodeGraph graph;
     /* outputs: device -> pinned (async) -> caller's memory at sync */
     char *pinned;
     size_t pinned_cap, pinned_used;
@@ -297,6 +318,11 @@ int cu_rmsnorm_backward(CuState *st, int n, int d, const float *x, const int32_t
 int cu_rope_tables(CuState *st, int n_pos, Error *err);
 /* x[n, n_heads * hd] bf16 rotated in place by each row's position. */
 int cu_rope_forward(CuState *st, int n, const int32_t *pos, int n_heads, bf16 *x, Error *err);
+/* With a KV cache: rotates q [n, heads] and k [n, kv heads] in place and
+ * writes each row's k and v to its cache_row of k_cache / v_cache (one
+ * layer's [rows][kv_dim]). */
+int cu_rope_into_cache(CuState *st, int n, const int32_t *pos, const int32_t *cache_row, bf16 *q,
+                       bf16 *k, const bf16 *v, bf16 *k_cache, bf16 *v_cache, Error *err);
 /* out(bf16) = inverse rotation of dx(fp32) (the backward). */
 int cu_rope_backward(CuState *st, int n, const int32_t *pos, int n_heads, const float *dx,
                      bf16 *out, Error *err);
@@ -361,9 +387,6 @@ int cu_to_bf16(CuState *st, size_t n, const float *x, bf16 *y, Error *err);
 /* x[i] = std * N(0,1) from a hash of (seed, i); x[i] = value. */
 int cu_fill_normal(CuState *st, bf16 *x, size_t n, uint64_t seed, float std, Error *err);
 int cu_fill_const(CuState *st, float *x, size_t n, float value, Error *err);
-/* dst[rows[i]] = src[i] for rows of `width` bf16 values. */
-int cu_scatter_rows(CuState *st, int n, int width, const bf16 *src, const int32_t *rows,
-                    bf16 *dst, Error *err);
 
 /* ---- cuda_logprobs.cu: final norm + LM head + log-softmax + gather ---- */
 /* Fills lab->logp, lab->rstd and (keep) lab->dhn; per-sequence sums into
@@ -401,5 +424,15 @@ int cu_prefill(Backend *b, KvCache *kv, BackendAdapter *a, const int32_t *tokens
                const int32_t *lengths, int stride, float *out_logits, Error *err);
 int cu_decode_step(Backend *b, KvCache *kv, BackendAdapter *a, const int32_t *tokens,
                    const uint8_t *active, float *out_logits, Error *err);
+
+/* ---- cuda_decode_graph.cu: decode steps as CUDA graphs ----
+ * body queues one step's device work and sets *logits (device).  Runs it
+ * directly, or captures it (the key's second consecutive use), or replays
+ * the graph captured for this key. */
+typedef int (*CuStepBody)(CuState *st, void *ctx, float **logits, Error *err);
+int cu_decode_graph_run(CuState *st, const KvCache *kv, const BackendAdapter *a, int n_rows,
+                        CuStepBody body, void *ctx, float **logits, Error *err);
+/* Forgets the captured step (the cache or adapter it used is going away). */
+void cu_decode_graph_drop(CuState *st);
 
 #endif

@@ -97,7 +97,7 @@ int cu_logprobs_forward(CuState *st, const CuForward *f, int keep, float *seq_lo
             CU_LAUNCHED();
         }
     }
-    seq_sum_kernel<<<f->rows.n_seq, THREADS, 0, st->stream>>>(lab->logp, lab->seq_start, seq_logp);
+    seq_sum_kernel<<<lab->n_sums, THREADS, 0, st->stream>>>(lab->logp, lab->sum_start, seq_logp);
     CU_LAUNCHED();
     return 0;
 }

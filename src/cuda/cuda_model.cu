@@ -64,24 +64,27 @@ int cu_rows_from_batch(CuState *st, const Batch *b, CuRows *rows, CuLabels *lab,
         n_rows += len;
         max_len = len > max_len ? len : max_len;
     }
-    /* qstart kbase nk last | pos tok | row tgt seq | seq_start */
+    int n_sums = batch_n_sums(b);
+    /* qstart kbase nk last | pos tok | row tgt seq | sum_start */
     size_t n_ints = (size_t)(ns + 1) + 3 * ns + 2 * (size_t)n_rows +
-                    (lab ? 3 * (size_t)n_lab + ns + 1 : 0);
+                    (lab ? 3 * (size_t)n_lab + n_sums + 1 : 0);
     int32_t *h = cu_host_ints(st, n_ints, err);
     if (!h) return -1;
     int32_t *qstart = h, *kbase = qstart + ns + 1, *nk = kbase + ns, *last = nk + ns;
     int32_t *pos = last + ns, *tk = pos + n_rows;
     int32_t *lrow = tk + n_rows, *ltgt = lrow + n_lab, *lseq = ltgt + n_lab, *lstart = lseq + n_lab;
-    int r = 0, k = 0;
+    int r = 0, k = 0, sum = 0;
     for (int s = 0; s < ns; s++) {
         const int32_t *tok = b->tokens + (size_t)s * b->seq_len;
         const uint8_t *lm = b->label_mask + (size_t)s * b->seq_len;
+        const uint8_t *cut = b->sum_start ? b->sum_start + (size_t)s * b->seq_len : NULL;
         qstart[s] = kbase[s] = r;
         nk[s] = b->lengths[s];
-        if (lab) lstart[s] = k;
+        if (lab) lstart[sum++] = k; /* each sequence's first sum */
         for (int t = 0; t < b->lengths[s]; t++, r++) {
             pos[r] = t;
             tk[r] = tok[t];
+            if (lab && cut && cut[t]) lstart[sum++] = k;
             if (lab && lm[t]) { /* the logits of the previous row score token t */
                 lrow[k] = r - 1;
                 ltgt[k] = tok[t];
@@ -92,7 +95,7 @@ int cu_rows_from_batch(CuState *st, const Batch *b, CuRows *rows, CuLabels *lab,
         last[s] = r - 1;
     }
     qstart[ns] = r;
-    if (lab) lstart[ns] = k;
+    if (lab) lstart[n_sums] = k;
     int32_t *d = cu_upload_ints(st, h, n_ints, arena, err);
     if (!d) return -1;
     rows->n_seq = ns;
@@ -110,7 +113,8 @@ int cu_rows_from_batch(CuState *st, const Batch *b, CuRows *rows, CuLabels *lab,
         lab->row = d + (lrow - h);
         lab->tgt = d + (ltgt - h);
         lab->seq = d + (lseq - h);
-        lab->seq_start = d + (lstart - h);
+        lab->sum_start = d + (lstart - h);
+        lab->n_sums = n_sums;
         lab->logp = cu_alloc<float>(arena, n_lab ? n_lab : 1);
         lab->rstd = cu_alloc<float>(arena, n_lab ? n_lab : 1);
         lab->dhn = NULL;
@@ -193,14 +197,12 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
                              err);
     }
     CU_PHASE(st, CU_PH_ROPE);
-    TRY(cu_rope_forward(st, n, rows->pos, c->num_attention_heads, a->q, err));
-    TRY(cu_rope_forward(st, n, rows->pos, c->num_key_value_heads, a->k, err));
-    CU_PHASE(st, CU_PH_ATTN_FWD);
     if (kv) { /* this step's keys and values join their slots; attention reads the cache */
         const CuKv *ck = (const CuKv *)kv->impl;
         size_t layer_off = (size_t)l * kv->n_slots * kv->max_len * kvd;
-        TRY(cu_scatter_rows(st, n, kvd, a->k, rows->cache_row, ck->k + layer_off, err));
-        TRY(cu_scatter_rows(st, n, kvd, a->v, rows->cache_row, ck->v + layer_off, err));
+        TRY(cu_rope_into_cache(st, n, rows->pos, rows->cache_row, a->q, a->k, a->v,
+                               ck->k + layer_off, ck->v + layer_off, err));
+        CU_PHASE(st, CU_PH_ATTN_FWD);
         if (rows->fresh_cache && !st->attn_flash_only && cu_attention_gemm_usable(st, rows))
             return attention_out(st, ad, l, n, a, x,
                                  cu_attention_gemm_forward(st, rows, &at, 0, err), err);
@@ -208,6 +210,9 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
         at.v = ck->v + layer_off;
         return attention_out(st, ad, l, n, a, x, cu_attention_decode(st, rows, &at, err), err);
     }
+    TRY(cu_rope_forward(st, n, rows->pos, c->num_attention_heads, a->q, err));
+    TRY(cu_rope_forward(st, n, rows->pos, c->num_key_value_heads, a->k, err));
+    CU_PHASE(st, CU_PH_ATTN_FWD);
     return attention_out(st, ad, l, n, a, x, cu_attention_forward(st, rows, &at, err), err);
 }
 

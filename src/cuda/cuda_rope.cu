@@ -92,6 +92,61 @@ int cu_rope_forward(CuState *st, int n, const int32_t *pos, int n_heads, bf16 *x
     return 0;
 }
 
+/* Decode and prefill with a cache: q and k rotated in place as
+ * rope_fwd_kernel does (the same arithmetic, so the same bits), and each
+ * row's rotated k and its v written to the row's cache row: one launch
+ * where there were four. */
+__global__ void rope_cache_kernel(int n, int n_heads, int n_kv_heads, int half,
+                                  const int32_t *__restrict__ pos,
+                                  const int32_t *__restrict__ cache_row,
+                                  const float *__restrict__ cs, const float *__restrict__ sn,
+                                  bf16 *__restrict__ q, bf16 *__restrict__ k,
+                                  const bf16 *__restrict__ v, bf16 *__restrict__ kc,
+                                  bf16 *__restrict__ vc)
+{
+    int q_pairs = n_heads * half, k_pairs = n_kv_heads * half, kvd = 2 * k_pairs;
+    int per_row = q_pairs + k_pairs + kvd;
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)n * per_row) return;
+    int row = (int)(idx / per_row), i = (int)(idx % per_row);
+    size_t crow = (size_t)cache_row[row] * kvd;
+    if (i >= q_pairs + k_pairs) { /* v: copied */
+        int e = i - q_pairs - k_pairs;
+        vc[crow + e] = v[(size_t)row * kvd + e];
+        return;
+    }
+    int is_k = i >= q_pairs, p = is_k ? i - q_pairs : i;
+    int head = p / half, j = p % half;
+    size_t t = (size_t)pos[row] * half + j;
+    float c = cs[t], s = sn[t];
+    size_t o1 = (size_t)head * 2 * half + j, o2 = o1 + half;
+    bf16 *x = is_k ? k + (size_t)row * kvd : q + (size_t)row * n_heads * 2 * half;
+    float a = __bfloat162float(x[o1]), b = __bfloat162float(x[o2]);
+    bf16 r1 = __float2bfloat16(a * c - b * s), r2 = __float2bfloat16(b * c + a * s);
+    x[o1] = r1;
+    x[o2] = r2;
+    if (is_k) {
+        kc[crow + o1] = r1;
+        kc[crow + o2] = r2;
+    }
+}
+
+int cu_rope_into_cache(CuState *st, int n, const int32_t *pos, const int32_t *cache_row, bf16 *q,
+                       bf16 *k, const bf16 *v, bf16 *k_cache, bf16 *v_cache, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    int half = llama_head_dim(c) / 2;
+    size_t per_row = (size_t)(c->num_attention_heads + c->num_key_value_heads) * half +
+                     (size_t)llama_kv_dim(c);
+    size_t total = (size_t)n * per_row;
+    if (!total) return 0;
+    rope_cache_kernel<<<cu_blocks(total, 256), 256, 0, st->stream>>>(
+        n, c->num_attention_heads, c->num_key_value_heads, half, pos, cache_row, st->rope_cos,
+        st->rope_sin, q, k, v, k_cache, v_cache);
+    CU_LAUNCHED();
+    return 0;
+}
+
 int cu_rope_backward(CuState *st, int n, const int32_t *pos, int n_heads, const float *dx,
                      bf16 *out, Error *err)
 {

@@ -11,7 +11,9 @@
  *     positions;
  *   - the time of a CUDA logps + backward (median of 5);
  *   - activation recomputation: the same logps and gradients as the kept pass;
- *   - the optimizer on the device (adamw_step): the host AdamW's bits.
+ *   - the optimizer on the device (adamw_step): the host AdamW's bits;
+ *   - decode steps replayed from CUDA graphs: the launch-by-launch bits;
+ *   - several sums per sequence (Batch.sum_start) from one forward.
  * Weights are rounded to bf16 first, so both backends run the same model.
  * Runs on a machine with a GPU; prints one line per check and exits 1 if
  * any fails.  Usage: check_cuda_backend [case ...]  (default: every case;
@@ -85,6 +87,7 @@ static double now_ms(void)
 
 static void make_batch(const LlamaConfig *c, int n_seq, int max_len, Batch *b)
 {
+    memset(b, 0, sizeof *b);
     b->n_seq = n_seq;
     b->seq_len = max_len;
     b->tokens = calloc((size_t)n_seq * max_len, sizeof *b->tokens);
@@ -133,7 +136,9 @@ typedef struct {
     float *logps, *base, *grads, *dec; /* dec: [steps + 1][n_seq * V] */
 } Result;
 
-#define DEC_STEPS 4
+/* Slot 1's pause makes step 2 the first of a steady batch: step 3 (or 4)
+ * is captured as a CUDA graph, later steps replay it. */
+#define DEC_STEPS 6
 
 /* The prompt of slot s is the first plen[s] tokens of sequence s; decode
  * step k feeds token plen[s] + k; slot 1 is paused at step 1. */
@@ -395,6 +400,82 @@ static void check_pref_backward(Backend *be, LoraAdapter *ad, const Batch *full,
     free(lp); free(d); free(margin); free(host);
 }
 
+/* The decode of run_backend (graphs on: steps 3.. captured and replayed)
+ * again with every kernel launched from the host: the same bits. */
+static void check_graphs(Backend *be, LoraAdapter *ad, const Batch *b, const int32_t *plen,
+                         const float *dec_graphs, long graph_steps)
+{
+    Error err;
+    BackendAdapter *ba = NULL;
+    size_t n = (size_t)(DEC_STEPS + 1) * b->n_seq * be->config.vocab_size;
+    float *dec = malloc(n * sizeof(float));
+    cuda_backend_set_graphs(be, 0);
+    die(be->ops->adapter_bind(be, ad, &ba, &err), &err, "bind");
+    die(run_decode(be, ba, b, plen, dec, &err), &err, "decode without graphs");
+    be->ops->adapter_unbind(be, ba);
+    cuda_backend_set_graphs(be, 1);
+    /* Step 3 at the earliest (4 of 6 steps); one later when step 2 outgrew
+     * the scratch block and step 3's reset moved it.  At least the capture
+     * and one replay. */
+    check(graph_steps >= 2 && graph_steps <= DEC_STEPS - 2, "decode graphs: steps run from a graph",
+          "%ld of %d", graph_steps, DEC_STEPS);
+    size_t differ = 0;
+    long worst = worst_ulps(dec, dec_graphs, n, &differ);
+    check(differ == 0, "decode graphs: logits equal launch by launch", "%zu differ, worst %ld ulps",
+          differ, worst);
+    free(dec);
+}
+
+/* Batch.sum_start on the GPU: each sequence cut in the middle of its
+ * labels gives two sums that add up to its logp (the adapter pass of
+ * run_backend) and whose second equals the logp labelled from the cut on. */
+static void check_label_sums(Backend *be, LoraAdapter *ad, Batch *b, const float *whole)
+{
+    Error err;
+    BackendAdapter *ba = NULL;
+    int n = b->n_seq, T = b->seq_len;
+    uint8_t *mask = b->label_mask, *tail = calloc((size_t)n * T, 1);
+    b->sum_start = calloc((size_t)n * T, 1);
+    int *cut = malloc((size_t)n * sizeof *cut);
+    for (int s = 0; s < n; s++) {
+        int labels = 0, seen = 0;
+        for (int t = 0; t < T; t++) labels += mask[(size_t)s * T + t];
+        cut[s] = -1;
+        for (int t = 0; t < T && labels >= 2; t++)
+            if (mask[(size_t)s * T + t] && ++seen == labels / 2 + 1) cut[s] = t;
+        if (cut[s] < 0) continue;
+        b->sum_start[(size_t)s * T + cut[s]] = 1;
+        for (int t = cut[s]; t < T; t++) tail[(size_t)s * T + t] = mask[(size_t)s * T + t];
+    }
+    float *sums = malloc((size_t)batch_n_sums(b) * sizeof *sums), *from_cut = malloc((size_t)n * sizeof *from_cut);
+    die(be->ops->adapter_bind(be, ad, &ba, &err), &err, "bind");
+    die(be->ops->logps(be, ba, b, sums, 0, &err) || be->ops->sync(be, &err), &err, "logps with sums");
+    uint8_t *cuts = b->sum_start;
+    b->sum_start = NULL;
+    b->label_mask = tail;
+    die(be->ops->logps(be, ba, b, from_cut, 0, &err) || be->ops->sync(be, &err), &err, "logps from the cuts");
+    b->label_mask = mask;
+    be->ops->adapter_unbind(be, ba);
+    double worst_whole = 0, worst_tail = 0;
+    for (int s = 0, o = 0; s < n; s++) {
+        double sum = sums[o] + (cut[s] >= 0 ? sums[o + 1] : 0.0);
+        double e = fabs(sum - whole[s]) / fabs(whole[s]);
+        worst_whole = e > worst_whole ? e : worst_whole;
+        if (cut[s] >= 0) {
+            double et = fabs(sums[o + 1] - from_cut[s]) / fabs(from_cut[s]);
+            worst_tail = et > worst_tail ? et : worst_tail;
+        }
+        o += cut[s] >= 0 ? 2 : 1;
+    }
+    check(worst_whole < 1e-5, "label sums: two sums add up to the logp", "rel err %.3g", worst_whole);
+    check(worst_tail < 1e-5, "label sums: second sum vs logp from the cut", "rel err %.3g", worst_tail);
+    free(cuts);
+    free(tail);
+    free(cut);
+    free(sums);
+    free(from_cut);
+}
+
 /* Decode logits vs the CUDA full forward at the same positions. */
 static double decode_vs_full(Backend *be, LoraAdapter *ad, const Batch *b, const int32_t *plen,
                              const float *dec)
@@ -467,6 +548,7 @@ static void run_case(const Case *cs)
     die(cuda_backend_create(&model, 0, &gpu, &err), &err, "cuda backend");
     double t2 = now_ms();
     run_backend(gpu, &ad, &b, dlogps, plen, &rg, 1);
+    long graph_steps = cuda_backend_graph_launches(gpu);
     printf("     cpu reference %.0f ms; cuda create %.0f ms\n", t1 - t0, t2 - t1);
 
     double worst = 0, worst_base = 0, worst_diff = 0;
@@ -514,6 +596,8 @@ static void run_case(const Case *cs)
     check_recompute(gpu, &ad, &b, dlogps, &rg);
     check_optimizer(gpu, &ad, &b, dlogps);
     check_pref_backward(gpu, &ad, &b, rg.base);
+    check_graphs(gpu, &ad, &b, plen, rg.dec, graph_steps);
+    check_label_sums(gpu, &ad, &b, rg.logps);
     backend_destroy(gpu);
     lora_adapter_free(&ad);
     llama_model_free(&model);

@@ -113,6 +113,7 @@ int main(int argc, char **argv)
     die(safetensors_open(path, &ref, &err), &err, "reference");
     const SafetensorsTensor *tt = safetensors_find(ref, "tokens");
     Batch b;
+    memset(&b, 0, sizeof b);
     b.n_seq = (int)tt->shape[0];
     b.seq_len = (int)tt->shape[1];
     size_t n = (size_t)b.n_seq * b.seq_len;
