@@ -1,7 +1,8 @@
 /* modpo data-stats [CONFIG]: what the configured HelpSteer splits hold —
  * rows, prompt groups, bad rows skipped, pairs and ties per dimension, and,
- * with the model's tokenizer, training-sequence lengths and how many pairs
- * data.max_length drops. */
+ * with the model's tokenizer, training-sequence lengths, how many pairs
+ * data.max_length drops, and how much work MODPO's frozen passes do (the
+ * distinct sequences of data.modpo_dimension's pairs). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "pairs.h"
 #include "sequences.h"
 #include "tokenizer.h"
+#include "unique_sequences.h"
 
 static void usage(void)
 {
@@ -133,6 +135,30 @@ static int print_tokens(const Config *cfg, const HelpSteerData *d, const RowLeng
     return 0;
 }
 
+/* The frozen passes run each distinct token sequence of the pairs once,
+ * with one sum per label start it is scored from (precompute.c). */
+static int print_frozen_passes(const Config *cfg, const Tokenizer *tok, const HelpSteerData *d,
+                               Error *err)
+{
+    Dimension dim;
+    PairSet set;
+    PairSequences ps;
+    UniqueSequences u;
+    if (dimension_parse(cfg->modpo_dimension, &dim, err) || pairs_build(d, dim, &set, err))
+        return -1;
+    int rc = pair_sequences_build(tok, cfg->prompt_template, cfg->max_length, &set, &ps, err);
+    pairs_free(&set);
+    if (rc) return -1;
+    rc = unique_sequences_build(&ps, &u, err);
+    if (rc == 0)
+        printf("  %-28s %zu pair sides, %zu distinct sequences, %zu label starts "
+               "(data.modpo_dimension %s)\n", "frozen passes compute", 2 * ps.n, u.n, u.n_sums,
+               cfg->modpo_dimension);
+    unique_sequences_free(&u);
+    pair_sequences_free(&ps);
+    return rc;
+}
+
 static int split_stats(const char *name, const char *path, const Config *cfg, const Tokenizer *tok,
                        Error *err)
 {
@@ -148,6 +174,7 @@ static int split_stats(const char *name, const char *path, const Config *cfg, co
     if (tok && !have_len) rc = -1;
     if (!rc) rc = print_pairs(&d, have_len ? &len : NULL, cfg->max_length, err);
     if (!rc && have_len) rc = print_tokens(cfg, &d, &len, err);
+    if (!rc && have_len) rc = print_frozen_passes(cfg, tok, &d, err);
     if (have_len) {
         free(len.seq_len);
         free(len.prompt_len);
