@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "label_cuts.h"
 #include "losses.h"
 #include "lora_peft.h"
 #include "model_io.h"
@@ -362,19 +363,7 @@ START_TEST(label_sums_split_sequences)
     float *want = ref_f32(&fx, "logps_adapter", NULL);
     uint8_t *mask = malloc((size_t)n * T), *tail_mask = calloc((size_t)n * T, 1);
     memcpy(mask, b->label_mask, (size_t)n * T);
-    b->sum_start = calloc((size_t)n * T, 1);
-    int cut[16], marks = 0;
-    for (int s = 0; s < n; s++) {
-        int labels = 0, seen = 0;
-        for (int t = 0; t < T; t++) labels += mask[(size_t)s * T + t];
-        cut[s] = -1;
-        for (int t = 0; t < T && labels >= 2; t++)
-            if (mask[(size_t)s * T + t] && ++seen == labels / 2 + 1) cut[s] = t;
-        if (cut[s] < 0) continue;
-        b->sum_start[(size_t)s * T + cut[s]] = 1;
-        marks++;
-        for (int t = cut[s]; t < T; t++) tail_mask[(size_t)s * T + t] = mask[(size_t)s * T + t];
-    }
+    int cut[16], marks = label_cuts_mid(b, cut, tail_mask);
     ck_assert_int_gt(marks, 0);
     ck_assert_int_eq(batch_n_sums(b), n + marks);
     float sums[32], tail[16], lp[16];

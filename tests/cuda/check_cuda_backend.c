@@ -29,6 +29,7 @@
 #include "backend.h"
 #include "grad_clip.h"
 #include "cuda_backend.h"
+#include "../label_cuts.h"
 #include "lora.h"
 #include "model_io.h"
 #include "model_presets.h"
@@ -435,18 +436,8 @@ static void check_label_sums(Backend *be, LoraAdapter *ad, Batch *b, const float
     BackendAdapter *ba = NULL;
     int n = b->n_seq, T = b->seq_len;
     uint8_t *mask = b->label_mask, *tail = calloc((size_t)n * T, 1);
-    b->sum_start = calloc((size_t)n * T, 1);
     int *cut = malloc((size_t)n * sizeof *cut);
-    for (int s = 0; s < n; s++) {
-        int labels = 0, seen = 0;
-        for (int t = 0; t < T; t++) labels += mask[(size_t)s * T + t];
-        cut[s] = -1;
-        for (int t = 0; t < T && labels >= 2; t++)
-            if (mask[(size_t)s * T + t] && ++seen == labels / 2 + 1) cut[s] = t;
-        if (cut[s] < 0) continue;
-        b->sum_start[(size_t)s * T + cut[s]] = 1;
-        for (int t = cut[s]; t < T; t++) tail[(size_t)s * T + t] = mask[(size_t)s * T + t];
-    }
+    label_cuts_mid(b, cut, tail);
     float *sums = malloc((size_t)batch_n_sums(b) * sizeof *sums), *from_cut = malloc((size_t)n * sizeof *from_cut);
     die(be->ops->adapter_bind(be, ad, &ba, &err), &err, "bind");
     die(be->ops->logps(be, ba, b, sums, 0, &err) || be->ops->sync(be, &err), &err, "logps with sums");
