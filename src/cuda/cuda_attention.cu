@@ -279,12 +279,14 @@ __global__ void __launch_bounds__(WARPS * 32) attn_bwd_dkv_kernel(AttnParams p)
  * softmax, and the warps' partial results are merged at the end.  Spreads a
  * single query over the whole block instead of one lane per key. */
 #define DECODE_WARPS 16
+#define DECODE_UNROLL 4
 
 template <int NT>
 __global__ void __launch_bounds__(DECODE_WARPS * 32) attn_decode_kernel(AttnParams p, int n_seq)
 {
     __shared__ float m_s[DECODE_WARPS], l_s[DECODE_WARPS];
     __shared__ float o_s[DECODE_WARPS][NT * 32];
+    pdl_trigger(); /* o_proj's GEMV may start streaming its weights */
     const int h = blockIdx.x, row = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int s = 0;
     for (int lo = 0, hi = n_seq - 1; lo <= hi;) { /* the sequence of this row */
@@ -302,22 +304,45 @@ __global__ void __launch_bounds__(DECODE_WARPS * 32) attn_decode_kernel(AttnPara
         o[t] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int j = warp; j <= limit; j += DECODE_WARPS) {
-        const bf16 *kr = p.k + (size_t)(kb + j) * p.kv_stride + g * hd;
-        const bf16 *vr = p.v + (size_t)(kb + j) * p.kv_stride + g * hd;
-        float part = 0.0f;
+    /* DECODE_UNROLL keys a warp at once: their loads are all in flight
+     * before the first score is needed (one key at a time, a step's
+     * attention was a chain of cache round trips, ~18 us a layer). */
+    for (int j0 = warp; j0 <= limit; j0 += DECODE_WARPS * DECODE_UNROLL) {
+        float part[DECODE_UNROLL], vv[DECODE_UNROLL][NT];
 #pragma unroll
-        for (int t = 0; t < NT; t++) {
-            int d = lane + 32 * t;
-            if (d < hd) part += q[t] * __bfloat162float(kr[d]);
+        for (int u = 0; u < DECODE_UNROLL; u++) {
+            const int j = j0 + u * DECODE_WARPS; /* the same for the whole warp */
+            const bf16 *kr = p.k + (size_t)(kb + j) * p.kv_stride + g * hd;
+            const bf16 *vr = p.v + (size_t)(kb + j) * p.kv_stride + g * hd;
+            part[u] = 0.0f;
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                int d = lane + 32 * t;
+                bool in = j <= limit && d < hd;
+                part[u] += in ? q[t] * __bfloat162float(kr[d]) : 0.0f;
+                vv[u][t] = in ? __bfloat162float(vr[d]) : 0.0f;
+            }
         }
-        const float sc = warp_sum(part) * p.scale, mn = fmaxf(m, sc);
-        const float corr = expf(m - mn), pr = expf(sc - mn);
-        l = l * corr + pr;
+        float sc[DECODE_UNROLL], mn = m;
+#pragma unroll
+        for (int u = 0; u < DECODE_UNROLL; u++) {
+            sc[u] = j0 + u * DECODE_WARPS <= limit ? warp_sum(part[u]) * p.scale : -INFINITY;
+            mn = fmaxf(mn, sc[u]);
+        }
+        const float corr = expf(m - mn);
+        float pr[DECODE_UNROLL];
+        l *= corr;
+#pragma unroll
+        for (int u = 0; u < DECODE_UNROLL; u++) {
+            pr[u] = expf(sc[u] - mn);
+            l += pr[u];
+        }
 #pragma unroll
         for (int t = 0; t < NT; t++) {
-            int d = lane + 32 * t;
-            o[t] = o[t] * corr + (d < hd ? pr * __bfloat162float(vr[d]) : 0.0f);
+            float acc = o[t] * corr;
+#pragma unroll
+            for (int u = 0; u < DECODE_UNROLL; u++) acc += pr[u] * vv[u][t];
+            o[t] = acc;
         }
         m = mn;
     }

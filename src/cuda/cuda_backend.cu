@@ -575,6 +575,12 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     if (graphs && strcmp(graphs, "0") != 0 && strcmp(graphs, "1") != 0)
         return error_set(err, "MODPO_CUDA_GRAPHS=%s: expected 0 or 1", graphs);
     st->graphs = !graphs || strcmp(graphs, "1") == 0;
+    const char *pdl = getenv("MODPO_CUDA_PDL");
+    if (pdl && strcmp(pdl, "0") != 0 && strcmp(pdl, "1") != 0)
+        return error_set(err, "MODPO_CUDA_PDL=%s: expected 0 or 1", pdl);
+    /* Off unless asked for: measured on H100s it moved a batch-1 step by
+     * -3% on one machine and +3% on another (bench/NOTES-gpu.md step 16). */
+    st->pdl = pdl && strcmp(pdl, "1") == 0;
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
     if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
     const char *prof = getenv("MODPO_CUDA_PROFILE");

@@ -25,11 +25,11 @@ int cu_embed(CuState *st, int n, const int32_t *tok, float *x, Error *err)
 
 /* Two values a thread (bf16x2 loads); n is even whenever the intermediate
  * size is, and an odd tail is handled by the last thread. */
-__device__ __forceinline__ float silu_of(float g) { return g / (1.0f + expf(-g)); }
 
 __global__ void swiglu_fwd_kernel(size_t n, const bf16 *__restrict__ gate,
                                   const bf16 *__restrict__ up, bf16 *__restrict__ act)
 {
+    pdl_trigger(); /* the GEMV after it may start streaming its weights */
     size_t i = 2 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
     if (i + 1 < n) {
         float2 g = __bfloat1622float2(*(const __nv_bfloat162 *)(gate + i));

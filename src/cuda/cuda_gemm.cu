@@ -42,6 +42,9 @@ int cu_gemm_strided(CuState *st, int ta, int tb, int m, int n, int k, float alph
 #define GEMV_WARPS 8
 
 struct GemvLaunch {
+    CuNormedX norm; /* with XS == 2: x is RMSNorm(norm.x rows) */
+    CuGluX glu;     /* with XS == 3: x is SwiGLU(glu.gate, glu.up) */
+    int dependent;  /* launched as a programmatic dependent (st->pdl) */
     CuGemvPart part[GEMV_MAX_PARTS];
     int first_block[GEMV_MAX_PARTS + 1]; /* part p owns blocks [first_block[p], first_block[p+1]) */
     int count;
@@ -88,14 +91,66 @@ __device__ __forceinline__ void gemv_row(const CuGemvPart &part, int o, int in, 
  * a few blocks per SM that walk them in strides, so every warp streams
  * weights to the end instead of a last partial wave.  With XS, x is staged
  * in shared memory first. */
+/* Bytes of its first row each warp asks into L2 before waiting on the
+ * kernel before (pdl_wait): at 4 blocks of 8 warps per SM about 17 MB, a
+ * third of an H100's L2, streamed while that kernel finishes. */
+#define GEMV_PREFETCH_BYTES 4096
+
+/* The weights this block reads first, into L2, while the kernel before may
+ * still be running; then the wait for it. */
+__device__ __forceinline__ void gemv_prefetch_then_wait(const GemvLaunch &g, int in, int warp,
+                                                        int lane)
+{
+    int b = blockIdx.x, p = 0;
+    if (g.dependent && lane == 0 && b < g.first_block[g.count]) {
+        while (p + 1 < g.count && b >= g.first_block[p + 1]) p++;
+        int o = (b - g.first_block[p]) * GEMV_WARPS + warp;
+        unsigned row = (unsigned)in * sizeof(bf16);
+        if (o < g.part[p].out)
+            prefetch_l2(g.part[p].w + (size_t)o * in, row < GEMV_PREFETCH_BYTES ? row : GEMV_PREFETCH_BYTES);
+    }
+    pdl_wait();
+}
+
+/* Row r of RMSNorm(x) into dst, as rmsnorm_fwd_kernel computes it: the same
+ * 256 threads, sum order and rounding. */
+__device__ __forceinline__ void normed_row(const CuNormedX &nx, int r, int in, bf16 *dst, float *red)
+{
+    const float *xi = nx.x + (size_t)(nx.rows ? nx.rows[r] : r) * in;
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < in; j += blockDim.x) ss += xi[j] * xi[j];
+    ss = block_sum(ss, red);
+    float rs = rsqrtf(ss / (float)in + nx.eps);
+    for (int j = threadIdx.x; j < in; j += blockDim.x) dst[j] = __float2bfloat16(nx.w[j] * (xi[j] * rs));
+}
+
+/* x: XS 0 read from global memory, 1 copied to shared memory, 2 normalised
+ * into shared memory from g.norm, 3 formed there from g.glu. */
 template <int NR, int XS, class Y>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_kernel(GemvLaunch g, int in, const bf16 *__restrict__ x, float alpha, float beta)
 {
     extern __shared__ uint4 xs[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, total = g.first_block[g.count];
-    if (XS) {
+    gemv_prefetch_then_wait(g, in, warp, lane);
+    pdl_trigger(); /* a LoRA's second GEMV may queue behind this one */
+    if (XS == 1) {
         for (int i = threadIdx.x; i < NR * in / 8; i += blockDim.x) xs[i] = ((const uint4 *)x)[i];
+        __syncthreads();
+    }
+    if (XS == 2) {
+        __shared__ float red[32];
+#pragma unroll 1
+        for (int r = 0; r < NR; r++) normed_row(g.norm, r, in, (bf16 *)xs + (size_t)r * in, red);
+        __syncthreads();
+    }
+    if (XS == 3) { /* as swiglu_fwd_kernel, two values a thread */
+        const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)g.glu.gate, *u2 = (const __nv_bfloat162 *)g.glu.up;
+        __nv_bfloat162 *x2 = (__nv_bfloat162 *)xs;
+        for (int i = threadIdx.x; i < NR * in / 2; i += blockDim.x) {
+            float2 gv = __bfloat1622float2(g2[i]), uv = __bfloat1622float2(u2[i]);
+            x2[i] = __floats2bfloat162_rn(silu_of(gv.x) * uv.x, silu_of(gv.y) * uv.y);
+        }
         __syncthreads();
     }
     const bf16 *xx = XS ? (const bf16 *)xs : x;
@@ -121,16 +176,34 @@ int cu_gemv_usable(const CuState *st, int n, int in) { return n <= st->gemv_max_
 #define GEMV_BLOCKS_PER_SM 4
 #define GEMV_SMEM_MAX (48 * 1024) /* x staged only when it fits the default limit */
 
-template <class Y, int XS>
-static void gemv_run(CuState *st, int n, int in, const bf16 *x, const GemvLaunch &g, float alpha,
-                     float beta, int grid, size_t smem)
+/* With st->pdl the launch may overlap the kernel before it (pdl_wait). */
+template <class Kernel>
+static cudaError_t gemv_start(CuState *st, Kernel kernel, int grid, size_t smem, const GemvLaunch &g,
+                              int in, const bf16 *x, float alpha, float beta)
 {
-    dim3 block(GEMV_WARPS * 32);
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st->stream;
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = st->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, g, in, x, alpha, beta);
+}
+
+template <class Y, int XS>
+static cudaError_t gemv_run(CuState *st, int n, int in, const bf16 *x, const GemvLaunch &g,
+                            float alpha, float beta, int grid, size_t smem)
+{
     switch (n) {
-#define CASE(k) case k: gemv_kernel<k, XS, Y><<<grid, block, smem, st->stream>>>(g, in, x, alpha, beta); break;
+#define CASE(k) case k: return gemv_start(st, gemv_kernel<k, XS, Y>, grid, smem, g, in, x, alpha, beta);
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
     }
+    return cudaErrorInvalidValue;
 }
 
 template <class Y>
@@ -140,31 +213,67 @@ static int gemv_launch(CuState *st, int n, int in, const bf16 *x, const GemvLaun
     int total = g.first_block[g.count], cap = GEMV_BLOCKS_PER_SM * st->n_sms;
     int grid = cap > 0 && total > cap ? cap : total;
     size_t smem = (size_t)n * in * sizeof(bf16);
-    if (x && smem <= GEMV_SMEM_MAX) gemv_run<Y, 1>(st, n, in, x, g, alpha, beta, grid, smem);
-    else gemv_run<Y, 0>(st, n, in, x, g, alpha, beta, grid, 0);
+    cudaError_t e = g.norm.x           ? gemv_run<Y, 2>(st, n, in, NULL, g, alpha, beta, grid, smem)
+                    : g.glu.gate                 ? gemv_run<Y, 3>(st, n, in, NULL, g, alpha, beta, grid, smem)
+                    : x && smem <= GEMV_SMEM_MAX ? gemv_run<Y, 1>(st, n, in, x, g, alpha, beta, grid, smem)
+                                                 : gemv_run<Y, 0>(st, n, in, x, g, alpha, beta, grid, 0);
+    CU_TRY(e);
     CU_LAUNCHED();
     return 0;
 }
 
-int cu_gemv_many(CuState *st, int n, int in, const bf16 *x, const CuGemvPart *parts, int count,
-                 float alpha, float beta, int y_f32, Error *err)
+int cu_gemv_staged_usable(const CuState *st, int n, int in)
+{
+    return cu_gemv_usable(st, n, in) && (size_t)n * in * sizeof(bf16) <= GEMV_SMEM_MAX;
+}
+
+/* x, or nx, or glu: where the launch's x comes from. */
+static int gemv_many(CuState *st, int n, int in, const bf16 *x, const CuNormedX *nx,
+                     const CuGluX *glu, const CuGemvPart *parts, int count, float alpha, float beta,
+                     int y_f32, Error *err)
 {
     if (count < 1 || count > GEMV_MAX_PARTS)
         return error_set(err, "gemv: %d products in one launch (1 to %d)", count, GEMV_MAX_PARTS);
     if (!gemv_shape_ok(n, in))
         return error_set(err, "gemv: %d rows of %d (need <= %d rows, a multiple of 8 wide)", n, in,
                          GEMV_MAX_ROWS);
+    int staged = nx || glu;
+    if (staged && (size_t)n * in * sizeof(bf16) > GEMV_SMEM_MAX)
+        return error_set(err, "gemv: %d rows of %d formed in shared memory do not fit it", n, in);
+    if (glu && (in % 2 || !aligned16(glu->gate) || !aligned16(glu->up)))
+        return error_set(err, "gemv: SwiGLU rows of %d not in aligned pairs", in);
     GemvLaunch g = {};
     g.count = count;
+    g.dependent = st->pdl;
+    if (nx) g.norm = *nx;
+    if (glu) g.glu = *glu;
     for (int p = 0; p < count; p++) {
         const bf16 *px = parts[p].x ? parts[p].x : x;
-        if (!px || !aligned16(px) || !aligned16(parts[p].w))
+        if ((!px && !staged) || (px && !aligned16(px)) || !aligned16(parts[p].w))
             return error_set(err, "gemv: part %d's x or weights missing or not 16-byte aligned", p);
         g.part[p] = parts[p];
         g.first_block[p + 1] = g.first_block[p] + (parts[p].out + GEMV_WARPS - 1) / GEMV_WARPS;
     }
     if (y_f32) return gemv_launch<float>(st, n, in, x, g, alpha, beta, err);
     return gemv_launch<bf16>(st, n, in, x, g, alpha, beta, err);
+}
+
+int cu_gemv_many(CuState *st, int n, int in, const bf16 *x, const CuGemvPart *parts, int count,
+                 float alpha, float beta, int y_f32, Error *err)
+{
+    return gemv_many(st, n, in, x, NULL, NULL, parts, count, alpha, beta, y_f32, err);
+}
+
+int cu_gemv_many_normed(CuState *st, int n, int in, const CuNormedX *nx, const CuGemvPart *parts,
+                        int count, float alpha, float beta, int y_f32, Error *err)
+{
+    return gemv_many(st, n, in, NULL, nx, NULL, parts, count, alpha, beta, y_f32, err);
+}
+
+int cu_gemv_many_glu(CuState *st, int n, int in, const CuGluX *glu, const CuGemvPart *parts,
+                     int count, float alpha, float beta, int y_f32, Error *err)
+{
+    return gemv_many(st, n, in, NULL, NULL, glu, parts, count, alpha, beta, y_f32, err);
 }
 
 int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, float beta, void *y,

@@ -55,6 +55,36 @@ const void *cu_arena_base(const CuArena *a);
 
 /* ---- device-side helpers (cuda_reduce.cuh) ---- */
 
+/* Programmatic dependent launch (sm_90; MODPO_CUDA_PDL=1, NOTES-gpu.md step
+ * 16).  A GEMV launched with it may start while the kernel before it runs: it
+ * prefetches its weights (which nothing writes) and then waits, in
+ * pdl_wait, until that kernel has finished and its writes are visible;
+ * nothing it reads or writes besides weights may be touched before.  The
+ * small kernels that precede GEMVs in a decode step let their dependents
+ * launch at once (pdl_trigger): it changes nothing for ordinary launches. */
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+/* SiLU in fp32, as the SwiGLU kernels and the GEMV's staging compute it. */
+__device__ __forceinline__ float silu_of(float g) { return g / (1.0f + expf(-g)); }
+
+/* Asks for `bytes` (a multiple of 16, 16-byte aligned) from p into L2. */
+__device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
 /* ---- cuda_profile.cu: GPU time per phase (MODPO_CUDA_PROFILE=1) ---- */
 enum CuPhase {
     CU_PH_NORM, CU_PH_LINEAR_FWD, CU_PH_ROPE, CU_PH_ATTN_FWD, CU_PH_MLP_ACT, CU_PH_HEAD_FWD,
@@ -190,6 +220,7 @@ struct CuState {
     size_t attn_ws_limit;        /* MODPO_CUDA_ATTENTION_MB (0: the default bound) */
     CuProfile *prof;             /* NULL unless MODPO_CUDA_PROFILE=1 */
     int graphs;                  /* decode steps replayed as CUDA graphs (MODPO_CUDA_GRAPHS) */
+    int pdl;                     /* GEMVs launched as programmatic dependents (MODPO_CUDA_PDL=1) */
     CuDecodeGraph graph;
     /* outputs: device -> pinned (async) -> caller's memory at sync */
     char *pinned;
@@ -266,6 +297,28 @@ struct CuGemvPart {
 };
 int cu_gemv_many(CuState *st, int n, int in, const bf16 *x, const CuGemvPart *parts, int count,
                  float alpha, float beta, int y_f32, Error *err);
+/* The launch's x as RMSNorm of fp32 residual rows: each block normalises
+ * them into its shared-memory copy with rmsnorm_fwd_kernel's arithmetic
+ * (the same bits), so a decode step runs no norm kernel of its own. */
+struct CuNormedX {
+    const float *x;      /* [*, in] the residual */
+    const int32_t *rows; /* which rows of x (NULL: 0 .. n-1) */
+    const float *w;      /* [in] the norm's weight */
+    float eps;
+};
+/* The launch's x as SwiGLU(gate, up) rows, formed in shared memory with
+ * swiglu_fwd_kernel's arithmetic: down_proj's GEMV without the SwiGLU
+ * kernel (decode). */
+struct CuGluX {
+    const bf16 *gate, *up; /* [n, in] */
+};
+/* Whether the x of n rows of width `in` can be formed in shared memory
+ * (cu_gemv_many_normed, cu_gemv_many_glu). */
+int cu_gemv_staged_usable(const CuState *st, int n, int in);
+int cu_gemv_many_normed(CuState *st, int n, int in, const CuNormedX *nx, const CuGemvPart *parts,
+                        int count, float alpha, float beta, int y_f32, Error *err);
+int cu_gemv_many_glu(CuState *st, int n, int in, const CuGluX *glu, const CuGemvPart *parts,
+                     int count, float alpha, float beta, int y_f32, Error *err);
 /* Some tens of rows (a batched decode step): cuBLAS tiles y over the rows
  * and outputs only, too few tiles to keep the card busy, so the product is
  * split along `in` into strided-batched GEMMs (fp32 partials) that are then
@@ -299,6 +352,11 @@ int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void
  * second; else as cu_linear_forward one by one. */
 int cu_linear_forward_many(CuState *st, const CuLinear *l, int count, int n, const bf16 *x,
                            bf16 *const *y, bf16 *const *u, Error *err);
+/* The same with x = RMSNorm(nx's rows) formed inside the GEMV (decode; no
+ * normed copy is kept), when cu_linear_normed_fusable says it can. */
+int cu_linear_normed_fusable(const CuState *st, const CuLinear *l, int count, int n);
+int cu_linear_forward_many_normed(CuState *st, const CuLinear *l, int count, int n,
+                                  const CuNormedX *nx, bf16 *const *y, bf16 *const *u, Error *err);
 /* dx(fp32) = beta*dx + dy W + scale (dy B) A (dx NULL: skipped);
  * dB += scale dy^T u; dA += (scale dy B)^T x.  du: [n, r] bf16 scratch. */
 int cu_linear_backward(CuState *st, const CuLinear *l, int n, const bf16 *x, const bf16 *u,

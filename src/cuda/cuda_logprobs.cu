@@ -126,6 +126,12 @@ int cu_head_logits(CuState *st, const float *x, int n, const int32_t *rows, floa
     TRY(cu_arena_check(&st->scratch, "the LM head", err));
     for (int c0 = 0; c0 < n; c0 += chunk) {
         int nc = n - c0 < chunk ? n - c0 : chunk;
+        if (cu_gemv_staged_usable(st, nc, d)) { /* decode: the norm inside the GEMV */
+            CuNormedX nx = {x, rows + c0, st->norm, c->rms_norm_eps};
+            CuGemvPart head = {st->lm_head, out + (size_t)c0 * v, v, NULL};
+            TRY(cu_gemv_many_normed(st, nc, d, &nx, &head, 1, 1.0f, 0.0f, 1, err));
+            continue;
+        }
         TRY(cu_rmsnorm_forward(st, nc, d, x, rows + c0, st->norm, c->rms_norm_eps, hn, NULL, err));
         if (cu_gemv_usable(st, nc, d))
             TRY(cu_gemv(st, nc, v, d, hn, st->lm_head, 0.0f, out + (size_t)c0 * v, 1, err));

@@ -79,14 +79,16 @@ static int fusable(const CuState *st, const CuLinear *l, int count, int n)
     return 1;
 }
 
-int cu_linear_forward_many(CuState *st, const CuLinear *l, int count, int n, const bf16 *x,
-                           bf16 *const *y, bf16 *const *u, Error *err)
+int cu_linear_normed_fusable(const CuState *st, const CuLinear *l, int count, int n)
 {
-    if (!fusable(st, l, count, n)) {
-        for (int i = 0; i < count; i++) TRY(cu_linear_forward(st, &l[i], n, x, y[i], 0, 0.0f, u[i], err));
-        return 0;
-    }
-    /* first every weight and LoRA A against x, then every LoRA B against its u */
+    return fusable(st, l, count, n) && cu_gemv_staged_usable(st, n, l[0].in);
+}
+
+/* The fused launches: first every weight and LoRA A against x (or against
+ * the normalised rows nx), then every LoRA B against its u. */
+static int forward_fused(CuState *st, const CuLinear *l, int count, int n, const bf16 *x,
+                         const CuNormedX *nx, bf16 *const *y, bf16 *const *u, Error *err)
+{
     CuGemvPart first[GEMV_MAX_PARTS], second[GEMV_MAX_PARTS];
     int n1 = 0, n2 = 0, r = 0;
     float scale = 1.0f;
@@ -98,8 +100,27 @@ int cu_linear_forward_many(CuState *st, const CuLinear *l, int count, int n, con
         r = l[i].r;
         scale = l[i].scale;
     }
-    TRY(cu_gemv_many(st, n, l[0].in, x, first, n1, 1.0f, 0.0f, 0, err));
+    if (nx) TRY(cu_gemv_many_normed(st, n, l[0].in, nx, first, n1, 1.0f, 0.0f, 0, err));
+    else TRY(cu_gemv_many(st, n, l[0].in, x, first, n1, 1.0f, 0.0f, 0, err));
     return n2 ? cu_gemv_many(st, n, r, NULL, second, n2, scale, 1.0f, 0, err) : 0;
+}
+
+int cu_linear_forward_many(CuState *st, const CuLinear *l, int count, int n, const bf16 *x,
+                           bf16 *const *y, bf16 *const *u, Error *err)
+{
+    if (!fusable(st, l, count, n)) {
+        for (int i = 0; i < count; i++) TRY(cu_linear_forward(st, &l[i], n, x, y[i], 0, 0.0f, u[i], err));
+        return 0;
+    }
+    return forward_fused(st, l, count, n, x, NULL, y, u, err);
+}
+
+int cu_linear_forward_many_normed(CuState *st, const CuLinear *l, int count, int n,
+                                  const CuNormedX *nx, bf16 *const *y, bf16 *const *u, Error *err)
+{
+    if (!cu_linear_normed_fusable(st, l, count, n))
+        return error_set(err, "linear: %d rows of %d cannot take their norm in the GEMV", n, l[0].in);
+    return forward_fused(st, l, count, n, NULL, nx, y, u, err);
 }
 
 int cu_linear_backward(CuState *st, const CuLinear *l, int n, const bf16 *x, const bf16 *u,

@@ -169,7 +169,26 @@ static int attention_on_gemms(const CuState *st, const CuRows *rows, const KvCac
 }
 
 static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, CuActs *a, float *x,
-                         int attn_rc, Error *err);
+                         int keep, int attn_rc, Error *err);
+
+/* RMSNorm(x) -> the Linears reading it: inside their GEMV when nothing
+ * keeps the normed rows (a decode or scoring pass of a few rows), else the
+ * norm kernel first. */
+static int norm_then_linears(CuState *st, const CuLinear *lins, int count, int n, float *x,
+                             const float *w, int keep, bf16 *h, float *rstd, bf16 *const *y,
+                             bf16 *const *u, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    if (!keep && cu_linear_normed_fusable(st, lins, count, n)) {
+        CuNormedX nx = {x, NULL, w, c->rms_norm_eps};
+        CU_PHASE(st, CU_PH_LINEAR_FWD);
+        return cu_linear_forward_many_normed(st, lins, count, n, &nx, y, u, err);
+    }
+    CU_PHASE(st, CU_PH_NORM);
+    TRY(cu_rmsnorm_forward(st, n, c->hidden_size, x, NULL, w, c->rms_norm_eps, h, rstd, err));
+    CU_PHASE(st, CU_PH_LINEAR_FWD);
+    return cu_linear_forward_many(st, lins, count, n, h, y, u, err);
+}
 
 static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward *f, KvCache *kv,
                          int l, CuActs *a, float *x, Error *err)
@@ -184,17 +203,15 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
 
     CU_PHASE(st, CU_PH_NORM);
     if (a->x_in) CU_TRY(cudaMemcpyAsync(a->x_in, x, bytes, cudaMemcpyDeviceToDevice, st->stream));
-    TRY(cu_rmsnorm_forward(st, n, d, x, NULL, w->ln1, c->rms_norm_eps, a->h1, a->rstd1, err));
-    CU_PHASE(st, CU_PH_LINEAR_FWD);
     const CuLinear qkv[3] = {lq, lk, lv};
     bf16 *const qkv_y[3] = {a->q, a->k, a->v};
     bf16 *const qkv_u[3] = {a->u[LORA_Q_PROJ], a->u[LORA_K_PROJ], a->u[LORA_V_PROJ]};
-    TRY(cu_linear_forward_many(st, qkv, 3, n, a->h1, qkv_y, qkv_u, err));
+    TRY(norm_then_linears(st, qkv, 3, n, x, w->ln1, f->keep, a->h1, a->rstd1, qkv_y, qkv_u, err));
     CuAttn at = {a->q, a->k, a->v, kvd, a->attn, a->lse};
     if (attention_on_gemms(st, rows, kv)) { /* rotates q, k itself */
         CU_PHASE(st, CU_PH_ATTN_FWD);
-        return attention_out(st, ad, l, n, a, x, cu_attention_gemm_forward(st, rows, &at, 1, err),
-                             err);
+        return attention_out(st, ad, l, n, a, x, f->keep,
+                             cu_attention_gemm_forward(st, rows, &at, 1, err), err);
     }
     CU_PHASE(st, CU_PH_ROPE);
     if (kv) { /* this step's keys and values join their slots; attention reads the cache */
@@ -204,21 +221,22 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
                                ck->k + layer_off, ck->v + layer_off, err));
         CU_PHASE(st, CU_PH_ATTN_FWD);
         if (rows->fresh_cache && !st->attn_flash_only && cu_attention_gemm_usable(st, rows))
-            return attention_out(st, ad, l, n, a, x,
+            return attention_out(st, ad, l, n, a, x, f->keep,
                                  cu_attention_gemm_forward(st, rows, &at, 0, err), err);
         at.k = ck->k + layer_off;
         at.v = ck->v + layer_off;
-        return attention_out(st, ad, l, n, a, x, cu_attention_decode(st, rows, &at, err), err);
+        return attention_out(st, ad, l, n, a, x, f->keep, cu_attention_decode(st, rows, &at, err),
+                             err);
     }
     TRY(cu_rope_forward(st, n, rows->pos, c->num_attention_heads, a->q, err));
     TRY(cu_rope_forward(st, n, rows->pos, c->num_key_value_heads, a->k, err));
     CU_PHASE(st, CU_PH_ATTN_FWD);
-    return attention_out(st, ad, l, n, a, x, cu_attention_forward(st, rows, &at, err), err);
+    return attention_out(st, ad, l, n, a, x, f->keep, cu_attention_forward(st, rows, &at, err), err);
 }
 
 /* The rest of the layer after attention: o_proj into the residual, then the MLP. */
 static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, CuActs *a, float *x,
-                         int attn_rc, Error *err)
+                         int keep, int attn_rc, Error *err)
 {
     if (attn_rc) return -1;
     const LlamaConfig *c = &st->c;
@@ -234,12 +252,15 @@ static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, Cu
 
     CU_PHASE(st, CU_PH_NORM);
     if (a->x_mid) CU_TRY(cudaMemcpyAsync(a->x_mid, x, bytes, cudaMemcpyDeviceToDevice, st->stream));
-    TRY(cu_rmsnorm_forward(st, n, d, x, NULL, w->ln2, c->rms_norm_eps, a->h2, a->rstd2, err));
-    CU_PHASE(st, CU_PH_LINEAR_FWD);
     const CuLinear gu[2] = {lg, lu};
     bf16 *const gu_y[2] = {a->gate, a->up};
     bf16 *const gu_u[2] = {a->u[LORA_GATE_PROJ], a->u[LORA_UP_PROJ]};
-    TRY(cu_linear_forward_many(st, gu, 2, n, a->h2, gu_y, gu_u, err));
+    TRY(norm_then_linears(st, gu, 2, n, x, w->ln2, keep, a->h2, a->rstd2, gu_y, gu_u, err));
+    if (!keep && !ld.a && cu_gemv_staged_usable(st, n, ld.in)) { /* decode: SwiGLU in the GEMV */
+        CuGluX glu = {a->gate, a->up};
+        CuGemvPart down = {ld.w, x, ld.out, NULL};
+        return cu_gemv_many_glu(st, n, ld.in, &glu, &down, 1, 1.0f, 1.0f, 1, err);
+    }
     CU_PHASE(st, CU_PH_MLP_ACT);
     TRY(cu_swiglu_forward(st, (size_t)n * c->intermediate_size, a->gate, a->up, a->act, err));
     if (a->rerun && !ld.a) return 0; /* the backward reads nothing down_proj makes */

@@ -14,6 +14,7 @@ __global__ void rmsnorm_fwd_kernel(int d, const float *__restrict__ x,
                                    float eps, bf16 *__restrict__ y, float *__restrict__ rstd)
 {
     __shared__ float sh[32];
+    pdl_trigger(); /* the GEMV after it may start streaming its weights */
     int i = blockIdx.x;
     const float *xi = x + (size_t)(rows ? rows[i] : i) * d;
     float ss = 0.0f;

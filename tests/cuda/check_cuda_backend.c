@@ -13,7 +13,8 @@
  *   - activation recomputation: the same logps and gradients as the kept pass;
  *   - the optimizer on the device (adamw_step): the host AdamW's bits;
  *   - decode steps replayed from CUDA graphs: the launch-by-launch bits;
- *   - several sums per sequence (Batch.sum_start) from one forward.
+ *   - several sums per sequence (Batch.sum_start) from one forward;
+ *   - decoding 1 and 2 slots (the GEMV path) against the full forward.
  * Weights are rounded to bf16 first, so both backends run the same model.
  * Runs on a machine with a GPU; prints one line per check and exits 1 if
  * any fails.  Usage: check_cuda_backend [case ...]  (default: every case;
@@ -492,6 +493,29 @@ static double decode_vs_full(Backend *be, LoraAdapter *ad, const Batch *b, const
     return worst;
 }
 
+/* Decoding 1 and 2 slots: the GEMV path (at most GEMV_DEFAULT_ROWS rows,
+ * with the norms and SwiGLU formed inside the GEMVs, launched as
+ * programmatic dependents, replayed from graphs) against the full forward. */
+static void check_few_rows(Backend *be, LoraAdapter *ad, const Batch *b, const int32_t *plen)
+{
+    Error err;
+    size_t V = be->config.vocab_size;
+    for (int ns = 1; ns <= 2 && ns <= b->n_seq; ns++) {
+        Batch sub = *b; /* the first ns sequences: rows are contiguous */
+        sub.n_seq = ns;
+        BackendAdapter *ba = NULL;
+        float *dec = malloc((size_t)(DEC_STEPS + 1) * ns * V * sizeof(float));
+        die(be->ops->adapter_bind(be, ad, &ba, &err), &err, "bind");
+        die(run_decode(be, ba, &sub, plen, dec, &err), &err, "few-row decode");
+        be->ops->adapter_unbind(be, ba);
+        double e = decode_vs_full(be, ad, &sub, plen, dec);
+        char what[64];
+        snprintf(what, sizeof what, "decode of %d slot%s vs full forward", ns, ns > 1 ? "s" : "");
+        check(e < DECODE_TOL, what, "%.3g", e);
+        free(dec);
+    }
+}
+
 static void run_case(const Case *cs)
 {
     Error err;
@@ -589,6 +613,7 @@ static void run_case(const Case *cs)
     check_pref_backward(gpu, &ad, &b, rg.base);
     check_graphs(gpu, &ad, &b, plen, rg.dec, graph_steps);
     check_label_sums(gpu, &ad, &b, rg.logps);
+    check_few_rows(gpu, &ad, &b, plen);
     backend_destroy(gpu);
     lora_adapter_free(&ad);
     llama_model_free(&model);
