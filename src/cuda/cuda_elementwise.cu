@@ -32,9 +32,8 @@ __global__ void swiglu_fwd_kernel(size_t n, const bf16 *__restrict__ gate,
     pdl_trigger(); /* the GEMV after it may start streaming its weights */
     size_t i = 2 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
     if (i + 1 < n) {
-        float2 g = __bfloat1622float2(*(const __nv_bfloat162 *)(gate + i));
-        float2 u = __bfloat1622float2(*(const __nv_bfloat162 *)(up + i));
-        *(__nv_bfloat162 *)(act + i) = __floats2bfloat162_rn(silu_of(g.x) * u.x, silu_of(g.y) * u.y);
+        *(__nv_bfloat162 *)(act + i) =
+            swiglu_pair(*(const __nv_bfloat162 *)(gate + i), *(const __nv_bfloat162 *)(up + i));
     } else if (i < n) {
         act[i] = __float2bfloat16(silu_of(__bfloat162float(gate[i])) * __bfloat162float(up[i]));
     }

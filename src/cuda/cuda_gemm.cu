@@ -112,18 +112,6 @@ __device__ __forceinline__ void gemv_prefetch_then_wait(const GemvLaunch &g, int
     pdl_wait();
 }
 
-/* Row r of RMSNorm(x) into dst, as rmsnorm_fwd_kernel computes it: the same
- * 256 threads, sum order and rounding. */
-__device__ __forceinline__ void normed_row(const CuNormedX &nx, int r, int in, bf16 *dst, float *red)
-{
-    const float *xi = nx.x + (size_t)(nx.rows ? nx.rows[r] : r) * in;
-    float ss = 0.0f;
-    for (int j = threadIdx.x; j < in; j += blockDim.x) ss += xi[j] * xi[j];
-    ss = block_sum(ss, red);
-    float rs = rsqrtf(ss / (float)in + nx.eps);
-    for (int j = threadIdx.x; j < in; j += blockDim.x) dst[j] = __float2bfloat16(nx.w[j] * (xi[j] * rs));
-}
-
 /* x: XS 0 read from global memory, 1 copied to shared memory, 2 normalised
  * into shared memory from g.norm, 3 formed there from g.glu. */
 template <int NR, int XS, class Y>
@@ -141,16 +129,15 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     if (XS == 2) {
         __shared__ float red[32];
 #pragma unroll 1
-        for (int r = 0; r < NR; r++) normed_row(g.norm, r, in, (bf16 *)xs + (size_t)r * in, red);
+        for (int r = 0; r < NR; r++) /* rmsnorm_fwd_kernel's rows, with its 256 threads */
+            rmsnorm_row(g.norm.x + (size_t)(g.norm.rows ? g.norm.rows[r] : r) * in, g.norm.w, in,
+                        g.norm.eps, (bf16 *)xs + (size_t)r * in, red);
         __syncthreads();
     }
     if (XS == 3) { /* as swiglu_fwd_kernel, two values a thread */
         const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)g.glu.gate, *u2 = (const __nv_bfloat162 *)g.glu.up;
         __nv_bfloat162 *x2 = (__nv_bfloat162 *)xs;
-        for (int i = threadIdx.x; i < NR * in / 2; i += blockDim.x) {
-            float2 gv = __bfloat1622float2(g2[i]), uv = __bfloat1622float2(u2[i]);
-            x2[i] = __floats2bfloat162_rn(silu_of(gv.x) * uv.x, silu_of(gv.y) * uv.y);
-        }
+        for (int i = threadIdx.x; i < NR * in / 2; i += blockDim.x) x2[i] = swiglu_pair(g2[i], u2[i]);
         __syncthreads();
     }
     const bf16 *xx = XS ? (const bf16 *)xs : x;

@@ -76,6 +76,13 @@ __device__ __forceinline__ void pdl_wait()
 }
 /* SiLU in fp32, as the SwiGLU kernels and the GEMV's staging compute it. */
 __device__ __forceinline__ float silu_of(float g) { return g / (1.0f + expf(-g)); }
+/* silu(gate) * up for two neighbouring values (the SwiGLU kernel and
+ * down_proj's GEMV share it: the same bits). */
+__device__ __forceinline__ __nv_bfloat162 swiglu_pair(__nv_bfloat162 gate, __nv_bfloat162 up)
+{
+    float2 g = __bfloat1622float2(gate), u = __bfloat1622float2(up);
+    return __floats2bfloat162_rn(silu_of(g.x) * u.x, silu_of(g.y) * u.y);
+}
 
 /* Asks for `bytes` (a multiple of 16, 16-byte aligned) from p into L2. */
 __device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes)
@@ -174,8 +181,9 @@ struct CuKv {
 
 /* What a captured decode step baked in (cuda_decode_graph.cu). */
 struct CuDecodeKey {
-    const void *cache, *cache_keys;     /* the KvCache and its device keys */
-    const void *adapter, *adapter_params;
+    const void *cache, *cache_keys;     /* the KvCache's device state and keys */
+    const BackendAdapter *adapter;
+    const void *adapter_params;
     const void *scratch, *rope, *split_ws, *attn_ws;
     int n_slots, max_len, n_rows;
 };

@@ -65,4 +65,19 @@ static inline unsigned cu_blocks(size_t n, int threads)
     return (unsigned)((n + threads - 1) / threads);
 }
 
+/* One row of RMSNorm, y = bf16(w * (x * r)), r = rsqrt(mean(x^2) + eps), by
+ * the whole block; returns r.  The norm kernel and the GEMVs that form
+ * their normed rows themselves (cuda_gemm.cu) share it, so both give the
+ * same bits.  `sh` is 32 floats of shared memory. */
+__device__ __forceinline__ float rmsnorm_row(const float *__restrict__ xi, const float *__restrict__ w,
+                                             int d, float eps, __nv_bfloat16 *__restrict__ yi, float *sh)
+{
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) ss += xi[j] * xi[j];
+    ss = block_sum(ss, sh);
+    float r = rsqrtf(ss / (float)d + eps);
+    for (int j = threadIdx.x; j < d; j += blockDim.x) yi[j] = __float2bfloat16(w[j] * (xi[j] * r));
+    return r;
+}
+
 #endif

@@ -17,12 +17,7 @@ __global__ void rmsnorm_fwd_kernel(int d, const float *__restrict__ x,
     pdl_trigger(); /* the GEMV after it may start streaming its weights */
     int i = blockIdx.x;
     const float *xi = x + (size_t)(rows ? rows[i] : i) * d;
-    float ss = 0.0f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) ss += xi[j] * xi[j];
-    ss = block_sum(ss, sh);
-    float r = rsqrtf(ss / (float)d + eps);
-    bf16 *yi = y + (size_t)i * d;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) yi[j] = __float2bfloat16(w[j] * (xi[j] * r));
+    float r = rmsnorm_row(xi, w, d, eps, y + (size_t)i * d, sh);
     if (rstd && threadIdx.x == 0) rstd[i] = r;
 }
 
