@@ -21,8 +21,10 @@ static void usage(void)
            "Reads data.train and data.validation and prints, per split: rows, prompts\n"
            "(groups of consecutive rows with one prompt), bad rows skipped (with\n"
            "data.skip_bad_rows = true), preference pairs and ties per dimension, and,\n"
-           "when the tokenizer at model.path loads, token-length percentiles and the\n"
-           "pairs/examples longer than data.max_length.\n");
+           "when the tokenizer at model.path loads, token-length percentiles, the\n"
+           "pairs/examples longer than data.max_length, and the work of MODPO's frozen\n"
+           "passes: pair sides, distinct sequences and label starts of\n"
+           "data.modpo_dimension's pairs.\n");
 }
 
 static int cmp_i32(const void *a, const void *b)

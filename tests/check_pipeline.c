@@ -294,6 +294,36 @@ START_TEST(accumulated_micro_batches_equal_one_batch)
 }
 END_TEST
 
+/* data-stats' count of the frozen passes' work agrees with the rest of its
+ * report: every kept helpfulness pair gives two sides, a row is at most one
+ * distinct sequence, and a distinct sequence has one label start or more. */
+START_TEST(data_stats_counts_frozen_work)
+{
+    char path[600], line[512], cmd[1500];
+    snprintf(path, sizeof path, "%s/stats.out", tmp);
+    snprintf(cmd, sizeof cmd, "./modpo data-stats conf/tiny.cfg --set model.path=%s > %s", model, path);
+    ck_assert_int_eq(system(cmd), 0);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    long rows = -1, pairs = -1, ties, too_long = -1, sides = -1, distinct = -1, starts = -1, too_long_rows = -1;
+    while (fgets(line, sizeof line, f) && sides < 0) { /* the train split comes first */
+        sscanf(line, " rows %ld", &rows);
+        sscanf(line, " helpfulness %ld %ld %ld", &pairs, &ties, &too_long);
+        sscanf(line, " sequences too long %ld of", &too_long_rows);
+        sscanf(line, " frozen passes compute %ld pair sides, %ld distinct sequences, %ld label starts",
+               &sides, &distinct, &starts);
+    }
+    fclose(f);
+    ck_assert_msg(rows > 0 && pairs > 0 && too_long >= 0 && too_long_rows >= 0 && sides > 0,
+                  "data-stats output not as expected: see %s", path);
+    ck_assert_int_eq(sides, 2 * (pairs - too_long));
+    ck_assert_int_le(distinct, rows - too_long_rows);
+    ck_assert_int_lt(distinct, sides); /* HelpSteer's groups share rows between pairs */
+    ck_assert_int_le(distinct, starts);
+    ck_assert_int_le(starts, sides);
+}
+END_TEST
+
 START_TEST(corrupt_checkpoint_falls_back)
 {
     char args[1024], p[1024];
@@ -384,6 +414,7 @@ int main(void)
     tcase_add_test(tc, pipeline_end_to_end);
     tcase_add_test(tc, sigkill_then_rerun_gives_identical_adapter);
     tcase_add_test(tc, accumulated_micro_batches_equal_one_batch);
+    tcase_add_test(tc, data_stats_counts_frozen_work);
     tcase_add_test(tc, corrupt_checkpoint_falls_back);
     tcase_add_test(tc, foreign_directory_is_refused);
     tcase_add_test(tc, changed_setting_is_refused_unless_forced);
