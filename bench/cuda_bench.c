@@ -732,8 +732,9 @@ static int bench_decode_batch(const Args *a, Backend *be, BackendAdapter *pol, i
         pick_s = launch_s = 0;
         for (int step = 0; !rc && step < N - 1; step++) {
             double ta = now();
-            /* rows in parallel, as the generate stage samples its slots */
-#pragma omp parallel for schedule(static)
+            /* rows in parallel, as the generate stage samples its slots (one on
+             * this thread, as it does too) */
+#pragma omp parallel for schedule(static) if (B > 1)
             for (int i = 0; i < B; i++) next[i] = argmax(logits + (size_t)i * V, V);
             double tb = now();
             rc = be->ops->decode_step(be, kv, pol, next, NULL, logits, err);

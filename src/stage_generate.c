@@ -89,8 +89,10 @@ static int choose_tokens(Generator *g, Slot *slots, int n, float *logits, int32_
     int V = g->ms->model.config.vocab_size, n_active = 0;
     int eos = tokenizer_eos_id(g->tok);
     int limit = g->cfg->gen_max_length;
-    /* Each slot has its own random stream, so the order does not matter. */
-#pragma omp parallel for schedule(dynamic, 1)
+    /* Each slot has its own random stream, so the order does not matter.
+     * One slot is chosen on this thread: waking a sleeping team for it cost
+     * a batch-1 step 0.15-0.6 ms (bench/NOTES-gpu.md step 18). */
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
     for (int i = 0; i < n; i++)
         if (active[i])
             next[i] = sampling_next_token(&g->sp, logits + (size_t)i * (size_t)V, V, slots[i].ids,

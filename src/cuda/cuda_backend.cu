@@ -540,6 +540,17 @@ static int gemv_switches(CuState *st, Error *err)
     return 0;
 }
 
+/* A comparison switch of the environment: unset gives `dflt`, and a value
+ * other than 0 or 1 is an error, not a silent default. */
+static int on_off_switch(const char *name, int dflt, int *out, Error *err)
+{
+    const char *v = getenv(name);
+    if (v && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        return error_set(err, "%s=%s: expected 0 or 1", name, v);
+    *out = v ? strcmp(v, "1") == 0 : dflt;
+    return 0;
+}
+
 static int create(CuState *st, const LlamaModel *model, const LlamaConfig *config, int device,
                   uint64_t seed, Error *err)
 {
@@ -571,16 +582,16 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     st->attn_flash_only = attn && strcmp(attn, "flash") == 0;
     st->attn_scores = attn && strcmp(attn, "gemm") == 0;
     TRY(gemv_switches(st, err));
-    const char *graphs = getenv("MODPO_CUDA_GRAPHS");
-    if (graphs && strcmp(graphs, "0") != 0 && strcmp(graphs, "1") != 0)
-        return error_set(err, "MODPO_CUDA_GRAPHS=%s: expected 0 or 1", graphs);
-    st->graphs = !graphs || strcmp(graphs, "1") == 0;
+    TRY(on_off_switch("MODPO_CUDA_GRAPHS", 1, &st->graphs, err));
+    /* Off unless asked for: with dependents launched at a GEMV's start
+     * (now 2) it moved a batch-1 step by -3% on one H100 and +3% on another
+     * (bench/NOTES-gpu.md step 16); 1 launches them at its blocks' end. */
     const char *pdl = getenv("MODPO_CUDA_PDL");
-    if (pdl && strcmp(pdl, "0") != 0 && strcmp(pdl, "1") != 0)
-        return error_set(err, "MODPO_CUDA_PDL=%s: expected 0 or 1", pdl);
-    /* Off unless asked for: measured on H100s it moved a batch-1 step by
-     * -3% on one machine and +3% on another (bench/NOTES-gpu.md step 16). */
-    st->pdl = pdl && strcmp(pdl, "1") == 0;
+    if (pdl && strcmp(pdl, "0") && strcmp(pdl, "1") && strcmp(pdl, "2"))
+        return error_set(err, "MODPO_CUDA_PDL=%s: expected 0, 1 or 2", pdl);
+    st->pdl = pdl ? atoi(pdl) : 0;
+    TRY(on_off_switch("MODPO_CUDA_STEP_ATTN", 1, &st->step_attn, err));
+    TRY(on_off_switch("MODPO_CUDA_GEMV_PREFETCH", 0, &st->gemv_prefetch, err));
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
     if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
     const char *prof = getenv("MODPO_CUDA_PROFILE");

@@ -20,6 +20,8 @@ void cu_kv_free(Backend *b, KvCache *kv)
         cudaStreamSynchronize(st->stream); /* queued steps may still use the cache */
         if (c->k) cudaFree(c->k);
         if (c->v) cudaFree(c->v);
+        if (c->step_part) cudaFree(c->step_part);
+        if (c->step_done) cudaFree(c->step_done);
         free(c);
     }
     free(kv->len);
@@ -48,6 +50,11 @@ int cu_kv_create(Backend *b, int n_slots, int max_len, KvCache **out, Error *err
     c->kv_dim = llama_kv_dim(cfg);
     cudaError_t e = cudaMalloc((void **)&c->k, n * sizeof(bf16));
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->v, n * sizeof(bf16));
+    size_t n_done = (size_t)n_slots * cfg->num_attention_heads;
+    if (e == cudaSuccess)
+        e = cudaMalloc((void **)&c->step_part, cu_attention_step_workspace(cfg, n_slots) * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->step_done, n_done * sizeof(int));
+    if (e == cudaSuccess) e = cudaMemsetAsync(c->step_done, 0, n_done * sizeof(int), st->stream);
     int fill = st->poison ? 0xFF : 0; /* MODPO_CUDA_POISON: unwritten slots read as NaN */
     if (e == cudaSuccess) e = cudaMemsetAsync(c->k, fill, n * sizeof(bf16), st->stream);
     if (e == cudaSuccess) e = cudaMemsetAsync(c->v, fill, n * sizeof(bf16), st->stream);

@@ -45,6 +45,8 @@ struct GemvLaunch {
     CuNormedX norm; /* with XS == 2: x is RMSNorm(norm.x rows) */
     CuGluX glu;     /* with XS == 3: x is SwiGLU(glu.gate, glu.up) */
     int dependent;  /* launched as a programmatic dependent (st->pdl) */
+    int trigger_early; /* dependents may launch at this one's start (st->pdl == 2), else at each block's end */
+    int prefetch;   /* first rows into L2 before x is formed (st->gemv_prefetch) */
     CuGemvPart part[GEMV_MAX_PARTS];
     int first_block[GEMV_MAX_PARTS + 1]; /* part p owns blocks [first_block[p], first_block[p+1]) */
     int count;
@@ -92,17 +94,18 @@ __device__ __forceinline__ void gemv_row(const CuGemvPart &part, int o, int in, 
  * weights to the end instead of a last partial wave.  With XS, x is staged
  * in shared memory first. */
 /* Bytes of its first row each warp asks into L2 before waiting on the
- * kernel before (pdl_wait): at 4 blocks of 8 warps per SM about 17 MB, a
- * third of an H100's L2, streamed while that kernel finishes. */
+ * kernel before (pdl_wait) or forming x (the norm or SwiGLU prologue, when
+ * no weight load is in flight otherwise): at 4 blocks of 8 warps per SM
+ * about 17 MB, a third of an H100's L2. */
 #define GEMV_PREFETCH_BYTES 4096
 
 /* The weights this block reads first, into L2, while the kernel before may
- * still be running; then the wait for it. */
+ * still be running or x is being formed; then the wait for that kernel. */
 __device__ __forceinline__ void gemv_prefetch_then_wait(const GemvLaunch &g, int in, int warp,
                                                         int lane)
 {
     int b = blockIdx.x, p = 0;
-    if (g.dependent && lane == 0 && b < g.first_block[g.count]) {
+    if ((g.dependent || g.prefetch) && lane == 0 && b < g.first_block[g.count]) {
         while (p + 1 < g.count && b >= g.first_block[p + 1]) p++;
         int o = (b - g.first_block[p]) * GEMV_WARPS + warp;
         unsigned row = (unsigned)in * sizeof(bf16);
@@ -121,7 +124,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     extern __shared__ uint4 xs[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, total = g.first_block[g.count];
     gemv_prefetch_then_wait(g, in, warp, lane);
-    pdl_trigger(); /* a LoRA's second GEMV may queue behind this one */
+    if (g.trigger_early) pdl_trigger();
     if (XS == 1) {
         for (int i = threadIdx.x; i < NR * in / 8; i += blockDim.x) xs[i] = ((const uint4 *)x)[i];
         __syncthreads();
@@ -148,6 +151,9 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         const bf16 *px = g.part[p].x ? g.part[p].x : xx;
         if (o < g.part[p].out) gemv_row<NR, Y>(g.part[p], o, in, px, alpha, beta, lane);
     }
+    /* Once every block is here the next kernel's blocks may take the SMs
+     * this launch's tail leaves idle, and ask their weights into L2. */
+    pdl_trigger();
 }
 
 static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -236,7 +242,9 @@ static int gemv_many(CuState *st, int n, int in, const bf16 *x, const CuNormedX 
         return error_set(err, "gemv: SwiGLU rows of %d not in aligned pairs", in);
     GemvLaunch g = {};
     g.count = count;
-    g.dependent = st->pdl;
+    g.dependent = st->pdl != 0;
+    g.trigger_early = st->pdl == 2;
+    g.prefetch = st->gemv_prefetch;
     if (nx) g.norm = *nx;
     if (glu) g.glu = *glu;
     for (int p = 0; p < count; p++) {

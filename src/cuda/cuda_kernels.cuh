@@ -177,6 +177,8 @@ struct CuForward {
 struct CuKv {
     int kv_dim;
     bf16 *k, *v; /* [L][n_slots * max_len][kv_dim] */
+    float *step_part; /* cu_attention_step's split partials */
+    int *step_done;   /* [n_slots][H] its split counters, zero between launches */
 };
 
 /* What a captured decode step baked in (cuda_decode_graph.cu). */
@@ -228,7 +230,10 @@ struct CuState {
     size_t attn_ws_limit;        /* MODPO_CUDA_ATTENTION_MB (0: the default bound) */
     CuProfile *prof;             /* NULL unless MODPO_CUDA_PROFILE=1 */
     int graphs;                  /* decode steps replayed as CUDA graphs (MODPO_CUDA_GRAPHS) */
-    int pdl;                     /* GEMVs launched as programmatic dependents (MODPO_CUDA_PDL=1) */
+    int pdl;                     /* GEMVs and the step attention launched as programmatic dependents
+                                  * (MODPO_CUDA_PDL=1; 2: GEMVs let theirs launch at their start) */
+    int step_attn;               /* decode steps' attention in cu_attention_step (MODPO_CUDA_STEP_ATTN=0: off) */
+    int gemv_prefetch;           /* GEMVs ask their first rows into L2 before forming x (MODPO_CUDA_GEMV_PREFETCH) */
     CuDecodeGraph graph;
     /* outputs: device -> pinned (async) -> caller's memory at sync */
     char *pinned;
@@ -407,6 +412,21 @@ int cu_attention_forward(CuState *st, const CuRows *rows, const CuAttn *a, Error
 /* The same for decode steps (a few query rows per sequence, long caches):
  * one block per (row, head), keys spread over its warps. */
 int cu_attention_decode(CuState *st, const CuRows *rows, const CuAttn *a, Error *err);
+/* ---- cuda_attention_step.cu: a decode step (one new row per sequence,
+ * rows->cache_row its cache row) with the row's RoPE and cache write inside:
+ * q, k, v come unrotated from the step's projections. ---- */
+struct CuStepAttn {
+    const bf16 *q, *k, *v;
+    bf16 *k_cache, *v_cache; /* the layer's */
+    bf16 *out;
+    float *lse;
+    float *part; /* cu_attention_step_workspace floats */
+    int *done;   /* [n_rows][H] ints, zero */
+    int splits;  /* cu_attention_step_splits */
+};
+int cu_attention_step_splits(const CuState *st, int n_rows, int max_len);
+size_t cu_attention_step_workspace(const LlamaConfig *c, int n_slots);
+int cu_attention_step(CuState *st, const CuRows *rows, const CuStepAttn *a, Error *err);
 /* Training layout (kbase = qstart, nk = nq): dq [rows, H*hd], dk, dv [rows,
  * Hkv*hd] fp32, overwritten; delta [rows, H] scratch. */
 int cu_attention_backward(CuState *st, const CuRows *rows, const CuAttn *a, const float *dout,

@@ -171,6 +171,12 @@ static int attention_on_gemms(const CuState *st, const CuRows *rows, const KvCac
 static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, CuActs *a, float *x,
                          int keep, int attn_rc, Error *err);
 
+/* A decode step's rows: one new row per sequence, appended to its slot. */
+static int decode_step_rows(const CuState *st, const CuRows *rows)
+{
+    return st->step_attn && !rows->fresh_cache && rows->n_rows == rows->n_seq;
+}
+
 /* RMSNorm(x) -> the Linears reading it: inside their GEMV when nothing
  * keeps the normed rows (a decode or scoring pass of a few rows), else the
  * norm kernel first. */
@@ -217,6 +223,14 @@ static int layer_forward(CuState *st, const BackendAdapter *ad, const CuForward 
     if (kv) { /* this step's keys and values join their slots; attention reads the cache */
         const CuKv *ck = (const CuKv *)kv->impl;
         size_t layer_off = (size_t)l * kv->n_slots * kv->max_len * kvd;
+        if (decode_step_rows(st, rows)) { /* RoPE and the cache write inside */
+            CU_PHASE(st, CU_PH_ATTN_FWD);
+            CuStepAttn sa = {a->q, a->k, a->v, ck->k + layer_off, ck->v + layer_off, a->attn, a->lse,
+                             ck->step_part, ck->step_done,
+                             cu_attention_step_splits(st, n, kv->max_len)};
+            return attention_out(st, ad, l, n, a, x, f->keep, cu_attention_step(st, rows, &sa, err),
+                                 err);
+        }
         TRY(cu_rope_into_cache(st, n, rows->pos, rows->cache_row, a->q, a->k, a->v,
                                ck->k + layer_off, ck->v + layer_off, err));
         CU_PHASE(st, CU_PH_ATTN_FWD);

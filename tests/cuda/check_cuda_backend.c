@@ -494,23 +494,30 @@ static double decode_vs_full(Backend *be, LoraAdapter *ad, const Batch *b, const
 }
 
 /* Decoding 1 and 2 slots: the GEMV path (at most GEMV_DEFAULT_ROWS rows,
- * with the norms and SwiGLU formed inside the GEMVs, launched as
- * programmatic dependents, replayed from graphs) against the full forward. */
+ * with the norms and SwiGLU formed inside the GEMVs, replayed from graphs)
+ * against the full forward.  The third run decodes one slot from a 1-token
+ * prompt: its first steps have fewer keys than the step attention has key
+ * splits (cu_attention_step_splits), so most splits see no key. */
 static void check_few_rows(Backend *be, LoraAdapter *ad, const Batch *b, const int32_t *plen)
 {
     Error err;
     size_t V = be->config.vocab_size;
-    for (int ns = 1; ns <= 2 && ns <= b->n_seq; ns++) {
+    const int32_t one_token[1] = {1};
+    for (int run = 0; run < 3; run++) {
+        int ns = run == 1 ? 2 : 1;
+        if (ns > b->n_seq) continue;
+        const int32_t *prompts = run == 2 ? one_token : plen;
         Batch sub = *b; /* the first ns sequences: rows are contiguous */
         sub.n_seq = ns;
         BackendAdapter *ba = NULL;
         float *dec = malloc((size_t)(DEC_STEPS + 1) * ns * V * sizeof(float));
         die(be->ops->adapter_bind(be, ad, &ba, &err), &err, "bind");
-        die(run_decode(be, ba, &sub, plen, dec, &err), &err, "few-row decode");
+        die(run_decode(be, ba, &sub, prompts, dec, &err), &err, "few-row decode");
         be->ops->adapter_unbind(be, ba);
-        double e = decode_vs_full(be, ad, &sub, plen, dec);
+        double e = decode_vs_full(be, ad, &sub, prompts, dec);
         char what[64];
-        snprintf(what, sizeof what, "decode of %d slot%s vs full forward", ns, ns > 1 ? "s" : "");
+        snprintf(what, sizeof what, "decode of %d slot%s%s vs full forward", ns, ns > 1 ? "s" : "",
+                 run == 2 ? " from a 1-token prompt" : "");
         check(e < DECODE_TOL, what, "%.3g", e);
         free(dec);
     }

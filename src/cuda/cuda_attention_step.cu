@@ -1,0 +1,271 @@
+/* Attention of a decode step: one new row per sequence against its slot's
+ * cache, with that row's RoPE and cache write folded in.
+ *
+ * Why a kernel of its own: at batch 1 the step's attention was 32 blocks (one
+ * per head) walking ~200 keys in a few dependent cache round trips, plus a
+ * RoPE-and-cache kernel before it; both are latency, not bandwidth, and sat
+ * between the GEMVs that stream the weights.  Here the keys of a (row, head)
+ * are split over several blocks so that a batch-1 step fills the card, the
+ * new row's q and k are rotated in shared memory by the block that needs
+ * them (rope_cache_kernel's arithmetic, so the cache holds the same bits),
+ * and the last block of a (row, head) to finish merges the splits' partial
+ * softmaxes: one launch where there were two, and no second merge launch. */
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_reduce.cuh"
+
+#include <math.h>
+
+#define STEP_WARPS 4
+#define STEP_UNROLL 4
+#define STEP_MAX_SPLITS 16
+#define STEP_MIN_KEYS 16 /* keys a split should have once the cache is full */
+
+struct StepParams {
+    const bf16 *q, *k_new, *v_new; /* this step's rows, unrotated: [row][H * hd], [row][kvd] */
+    bf16 *k_cache, *v_cache;       /* the layer's cache, [slot * max_len + pos][kvd] */
+    const float *cs, *sn;          /* RoPE tables [position][hd / 2] */
+    const int32_t *pos, *cache_row, *kbase, *nk;
+    bf16 *out;  /* [row][H * hd] */
+    float *lse; /* [row][H] */
+    float *part; /* [row][H][splits][hd + 2]: a split's o, then m, l */
+    int *done;   /* [row][H] splits finished; the last one resets it */
+    int n_heads, n_kv_heads, hd, splits;
+    float scale;
+};
+
+/* x (hd values) rotated at position t into dst, as rope_cache_kernel does. */
+__device__ __forceinline__ void rotate_into(const bf16 *__restrict__ x, const float *cs,
+                                            const float *sn, int t, int hd, bf16 *dst)
+{
+    const int half = hd / 2;
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
+        float c = cs[(size_t)t * half + j], s = sn[(size_t)t * half + j];
+        float a = __bfloat162float(x[j]), b = __bfloat162float(x[j + half]);
+        dst[j] = __float2bfloat16(a * c - b * s);
+        dst[j + half] = __float2bfloat16(b * c + a * s);
+    }
+}
+
+/* The block's share of keys [j0, j1) into its warps' online softmaxes,
+ * merged across warps; returns (through m, l, o in warp 0's registers) the
+ * block's partial result.  Key `limit` is the new row, read from shared
+ * memory: its cache row is written in this same launch. */
+template <int NT>
+__device__ __forceinline__ void keys_softmax(const StepParams &p, const float *q, int kb, int g,
+                                             int j0, int j1, int limit, const bf16 *k_new_s,
+                                             const bf16 *v_new_s, float &m, float &l, float *o)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, hd = p.hd;
+    const int kvd = p.n_kv_heads * hd;
+    m = -INFINITY;
+    l = 0.0f;
+#pragma unroll
+    for (int t = 0; t < NT; t++) o[t] = 0.0f;
+    for (int jb = j0 + warp; jb < j1; jb += STEP_WARPS * STEP_UNROLL) {
+        float part[STEP_UNROLL], vv[STEP_UNROLL][NT];
+#pragma unroll
+        for (int u = 0; u < STEP_UNROLL; u++) {
+            const int j = jb + u * STEP_WARPS; /* the same for the whole warp */
+            const bool new_row = j == limit;
+            const bf16 *kr = new_row ? k_new_s : p.k_cache + (size_t)(kb + j) * kvd + g * hd;
+            const bf16 *vr = new_row ? v_new_s : p.v_cache + (size_t)(kb + j) * kvd + g * hd;
+            part[u] = 0.0f;
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                int d = lane + 32 * t;
+                bool in = j < j1 && d < hd;
+                part[u] += in ? q[t] * __bfloat162float(kr[d]) : 0.0f;
+                vv[u][t] = in ? __bfloat162float(vr[d]) : 0.0f;
+            }
+        }
+        float sc[STEP_UNROLL], mn = m;
+#pragma unroll
+        for (int u = 0; u < STEP_UNROLL; u++) {
+            sc[u] = jb + u * STEP_WARPS < j1 ? warp_sum(part[u]) * p.scale : -INFINITY;
+            mn = fmaxf(mn, sc[u]);
+        }
+        const float corr = expf(m - mn);
+        l *= corr;
+        float pr[STEP_UNROLL];
+#pragma unroll
+        for (int u = 0; u < STEP_UNROLL; u++) {
+            pr[u] = expf(sc[u] - mn);
+            l += pr[u];
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float acc = o[t] * corr;
+#pragma unroll
+            for (int u = 0; u < STEP_UNROLL; u++) acc += pr[u] * vv[u][t];
+            o[t] = acc;
+        }
+        m = mn;
+    }
+}
+
+/* Merges n (m, l, o) partials into M, L and acc (the lane's dims): m and l
+ * are `ms` apart, o rows `os` apart.  GLOBAL: other blocks wrote them in
+ * this launch, so they are read past L1. */
+template <bool GLOBAL>
+__device__ __forceinline__ float merge_load(const float *p) { return GLOBAL ? __ldcg(p) : *p; }
+
+template <int NT, bool GLOBAL>
+__device__ __forceinline__ void merge_partials(const float *m_of, const float *l_of, const float *o_of,
+                                               int n, int ms, int os, int hd, float &M, float &L,
+                                               float *acc)
+{
+    const int lane = threadIdx.x & 31;
+    M = -INFINITY;
+    for (int w = 0; w < n; w++) M = fmaxf(M, merge_load<GLOBAL>(m_of + (size_t)w * ms));
+    L = 0.0f;
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int w = 0; w < n; w++) {
+        float mw = merge_load<GLOBAL>(m_of + (size_t)w * ms);
+        if (mw == -INFINITY) continue; /* a part that saw no key */
+        float f = expf(mw - M);
+        L += merge_load<GLOBAL>(l_of + (size_t)w * ms) * f;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int d = lane + 32 * t;
+            if (d < hd) acc[t] += merge_load<GLOBAL>(o_of + (size_t)w * os + d) * f;
+        }
+    }
+}
+
+template <int NT>
+__global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p)
+{
+    extern __shared__ bf16 row_s[]; /* q, new k, new v of this head: 3 * hd */
+    __shared__ float m_s[STEP_WARPS], l_s[STEP_WARPS], o_s[STEP_WARPS][NT * 32];
+    __shared__ int last_s;
+    const int h = blockIdx.x, row = blockIdx.y, split = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, hd = p.hd;
+    const int g = h / (p.n_heads / p.n_kv_heads), kvd = p.n_kv_heads * hd;
+    pdl_wait();    /* q, k, v are the GEMV's before, which may still run */
+    pdl_trigger(); /* o_proj's GEMV may take idle SMs and ask its weights into L2 */
+    const int nk = p.nk[row], limit = nk - 1, kb = p.kbase[row], t = p.pos[row];
+    bf16 *q_s = row_s, *k_new_s = row_s + hd, *v_new_s = row_s + 2 * hd;
+    rotate_into(p.q + (size_t)row * p.n_heads * hd + h * hd, p.cs, p.sn, t, hd, q_s);
+    rotate_into(p.k_new + (size_t)row * kvd + g * hd, p.cs, p.sn, t, hd, k_new_s);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) v_new_s[d] = p.v_new[(size_t)row * kvd + g * hd + d];
+    __syncthreads();
+    if (split == 0 && h % (p.n_heads / p.n_kv_heads) == 0) /* one writer a kv head */
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            size_t c = (size_t)p.cache_row[row] * kvd + g * hd + d;
+            p.k_cache[c] = k_new_s[d];
+            p.v_cache[c] = v_new_s[d];
+        }
+    float q[NT], o[NT], m, l;
+#pragma unroll
+    for (int i = 0; i < NT; i++) {
+        int d = lane + 32 * i;
+        q[i] = d < hd ? __bfloat162float(q_s[d]) : 0.0f;
+    }
+    const int per = (nk + p.splits - 1) / p.splits, j0 = split * per, j1 = min(nk, j0 + per);
+    keys_softmax<NT>(p, q, kb, g, j0, j1, limit, k_new_s, v_new_s, m, l, o);
+    if (lane == 0) {
+        m_s[warp] = m;
+        l_s[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < NT; i++) o_s[warp][lane + 32 * i] = o[i];
+    __syncthreads();
+    if (warp != 0) return;
+    float M, L, acc[NT];
+    merge_partials<NT, false>(m_s, l_s, &o_s[0][0], STEP_WARPS, 1, NT * 32, hd, M, L, acc);
+    const size_t rh = (size_t)row * p.n_heads + h;
+    if (p.splits > 1) { /* publish this split; the last one of the (row, head) merges */
+        const int stride = hd + 2;
+        float *mine = p.part + (rh * p.splits + split) * stride;
+#pragma unroll
+        for (int i = 0; i < NT; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) mine[d] = acc[i];
+        }
+        if (lane == 0) {
+            mine[hd] = M;
+            mine[hd + 1] = L;
+        }
+        __threadfence();
+        if (lane == 0) last_s = atomicAdd(&p.done[rh], 1) == p.splits - 1;
+        __syncwarp();
+        if (!last_s) return;
+        __threadfence();
+        const float *all = p.part + rh * p.splits * stride;
+        merge_partials<NT, true>(all + hd, all + hd + 1, all, p.splits, stride, stride, hd, M, L, acc);
+        if (lane == 0) p.done[rh] = 0; /* ready for the next layer's or step's launch */
+    }
+    bf16 *out = p.out + (size_t)row * p.n_heads * hd + h * hd;
+#pragma unroll
+    for (int i = 0; i < NT; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) out[d] = __float2bfloat16(acc[i] / L);
+    }
+    if (lane == 0) p.lse[rh] = M + logf(L);
+}
+
+/* Splits enough that the step's blocks cover the card about twice, without
+ * splits shorter than STEP_MIN_KEYS keys once the cache is full.  It depends
+ * on the cache's shape only, so a captured step stays valid as slots grow. */
+int cu_attention_step_splits(const CuState *st, int n_rows, int max_len)
+{
+    int base = n_rows * st->c.num_attention_heads;
+    int want = (2 * st->n_sms + base - 1) / base;
+    int most = max_len / STEP_MIN_KEYS;
+    want = want < most ? want : most;
+    want = want < STEP_MAX_SPLITS ? want : STEP_MAX_SPLITS;
+    return want < 1 ? 1 : want;
+}
+
+size_t cu_attention_step_workspace(const LlamaConfig *c, int n_slots)
+{
+    return (size_t)n_slots * c->num_attention_heads * STEP_MAX_SPLITS * (llama_head_dim(c) + 2);
+}
+
+int cu_attention_step(CuState *st, const CuRows *rows, const CuStepAttn *a, Error *err)
+{
+    const LlamaConfig *c = &st->c;
+    StepParams p = {};
+    p.q = a->q;
+    p.k_new = a->k;
+    p.v_new = a->v;
+    p.k_cache = a->k_cache;
+    p.v_cache = a->v_cache;
+    p.cs = st->rope_cos;
+    p.sn = st->rope_sin;
+    p.pos = rows->pos;
+    p.cache_row = rows->cache_row;
+    p.kbase = rows->kbase;
+    p.nk = rows->nk;
+    p.out = a->out;
+    p.lse = a->lse;
+    p.part = a->part;
+    p.done = a->done;
+    p.n_heads = c->num_attention_heads;
+    p.n_kv_heads = c->num_key_value_heads;
+    p.hd = llama_head_dim(c);
+    p.splits = a->splits;
+    p.scale = 1.0f / sqrtf((float)p.hd);
+    if (rows->n_rows == 0) return 0;
+    if (a->splits < 1 || a->splits > STEP_MAX_SPLITS)
+        return error_set(err, "decode attention: %d key splits (1 to %d)", a->splits, STEP_MAX_SPLITS);
+    size_t smem = 3 * (size_t)p.hd * sizeof(bf16);
+    int nt = (p.hd + 31) / 32;
+    void (*kernel)(StepParams) = nt <= 1 ? attn_step_kernel<1> : nt <= 2 ? attn_step_kernel<2>
+                               : nt <= 4 ? attn_step_kernel<4> : nt <= 8 ? attn_step_kernel<8> : NULL;
+    if (!kernel) return error_set(err, "decode attention: head_dim %d is above 256", p.hd);
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = dim3(p.n_heads, rows->n_rows, a->splits);
+    cfg.blockDim = dim3(STEP_WARPS * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st->stream;
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = st->pdl ? 1 : 0;
+    CU_TRY(cudaLaunchKernelEx(&cfg, kernel, p));
+    CU_LAUNCHED();
+    return 0;
+}
