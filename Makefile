@@ -102,6 +102,25 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libmodpo.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmodpo.a $(LDLIBS)
 
+# Developer tool, not part of `all`, `test` or `bench`: a CUPTI kernel/memcpy
+# timeline injected into any CUDA program through CUDA_INJECTION64_PATH
+# (tools/kernel_trace/README.md).  Builds without a GPU, with or without CUDA=1.
+# CUPTI sits in lib64 in this toolkit's layout, under extras/CUPTI in others.
+KT_CC     ?= gcc
+KT_LIB    := build-cuda/libkernel_trace.so
+CUPTI_DIRS?= $(CUDA_HOME)/lib64 /usr/local/cuda-13.0/lib $(CUDA_HOME)/extras/CUPTI/lib64
+comma     := ,
+
+.PHONY: kernel-trace
+kernel-trace: $(KT_LIB)
+
+$(KT_LIB): tools/kernel_trace/kernel_trace.c
+	@mkdir -p $(dir $@)
+	$(KT_CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -shared -fPIC \
+	    -I$(CUDA_HOME)/include -I$(CUDA_HOME)/extras/CUPTI/include -o $@ $< \
+	    $(addprefix -L,$(CUPTI_DIRS)) $(addprefix -Wl$(comma)-rpath$(comma),$(CUPTI_DIRS)) \
+	    -lcupti -pthread
+
 deps:
 	sh tools/install_deps.sh
 
