@@ -15,7 +15,7 @@
 
 #include <math.h>
 
-#define STEP_WARPS 4
+#define STEP_WARPS 8
 #define STEP_UNROLL 4
 #define STEP_MAX_SPLITS 16
 #define STEP_MIN_KEYS 16 /* keys a split should have once the cache is full */
@@ -46,61 +46,81 @@ __device__ __forceinline__ void rotate_into(const bf16 *__restrict__ x, const fl
     }
 }
 
-/* The block's share of keys [j0, j1) into its warps' online softmaxes,
- * merged across warps; returns (through m, l, o in warp 0's registers) the
- * block's partial result.  Key `limit` is the new row, read from shared
- * memory: its cache row is written in this same launch. */
+/* Folds one key's score and value row into a warp's online softmax. */
+template <int NT, int U>
+__device__ __forceinline__ void softmax_update(const float *sc, float vv[][NT], float &m, float &l,
+                                               float *o)
+{
+    float mn = m;
+#pragma unroll
+    for (int u = 0; u < U; u++) mn = fmaxf(mn, sc[u]);
+    const float corr = expf(m - mn);
+    l *= corr;
+    float pr[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        pr[u] = expf(sc[u] - mn);
+        l += pr[u];
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float acc = o[t] * corr;
+#pragma unroll
+        for (int u = 0; u < U; u++) acc += pr[u] * vv[u][t];
+        o[t] = acc;
+    }
+    m = mn;
+}
+
+/* The cached keys [j0, j1) of the block into its warps' online softmaxes
+ * (m, l, o per warp): global loads only, STEP_UNROLL keys a warp in flight. */
 template <int NT>
-__device__ __forceinline__ void keys_softmax(const StepParams &p, const float *q, int kb, int g,
-                                             int j0, int j1, int limit, const bf16 *k_new_s,
-                                             const bf16 *v_new_s, float &m, float &l, float *o)
+__device__ __forceinline__ void cached_keys(const StepParams &p, const float *q, int kb, int g,
+                                            int j0, int j1, float &m, float &l, float *o)
 {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, hd = p.hd;
     const int kvd = p.n_kv_heads * hd;
-    m = -INFINITY;
-    l = 0.0f;
-#pragma unroll
-    for (int t = 0; t < NT; t++) o[t] = 0.0f;
+    const bf16 *__restrict__ kc = p.k_cache, *__restrict__ vc = p.v_cache;
     for (int jb = j0 + warp; jb < j1; jb += STEP_WARPS * STEP_UNROLL) {
         float part[STEP_UNROLL], vv[STEP_UNROLL][NT];
 #pragma unroll
         for (int u = 0; u < STEP_UNROLL; u++) {
             const int j = jb + u * STEP_WARPS; /* the same for the whole warp */
-            const bool new_row = j == limit;
-            const bf16 *kr = new_row ? k_new_s : p.k_cache + (size_t)(kb + j) * kvd + g * hd;
-            const bf16 *vr = new_row ? v_new_s : p.v_cache + (size_t)(kb + j) * kvd + g * hd;
+            const size_t r = (size_t)(kb + j) * kvd + g * hd;
             part[u] = 0.0f;
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 int d = lane + 32 * t;
                 bool in = j < j1 && d < hd;
-                part[u] += in ? q[t] * __bfloat162float(kr[d]) : 0.0f;
-                vv[u][t] = in ? __bfloat162float(vr[d]) : 0.0f;
+                part[u] += in ? q[t] * __bfloat162float(kc[r + d]) : 0.0f;
+                vv[u][t] = in ? __bfloat162float(vc[r + d]) : 0.0f;
             }
         }
-        float sc[STEP_UNROLL], mn = m;
+        float sc[STEP_UNROLL];
 #pragma unroll
-        for (int u = 0; u < STEP_UNROLL; u++) {
+        for (int u = 0; u < STEP_UNROLL; u++)
             sc[u] = jb + u * STEP_WARPS < j1 ? warp_sum(part[u]) * p.scale : -INFINITY;
-            mn = fmaxf(mn, sc[u]);
-        }
-        const float corr = expf(m - mn);
-        l *= corr;
-        float pr[STEP_UNROLL];
-#pragma unroll
-        for (int u = 0; u < STEP_UNROLL; u++) {
-            pr[u] = expf(sc[u] - mn);
-            l += pr[u];
-        }
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            float acc = o[t] * corr;
-#pragma unroll
-            for (int u = 0; u < STEP_UNROLL; u++) acc += pr[u] * vv[u][t];
-            o[t] = acc;
-        }
-        m = mn;
+        softmax_update<NT, STEP_UNROLL>(sc, vv, m, l, o);
     }
+}
+
+/* The step's own key and value (rotated, in shared memory) into warp 0's
+ * softmax: they reach the cache only in this launch. */
+template <int NT>
+__device__ __forceinline__ void new_key(const StepParams &p, const float *q, const bf16 *k_s,
+                                        const bf16 *v_s, float &m, float &l, float *o)
+{
+    const int lane = threadIdx.x & 31;
+    float part = 0.0f, vv[1][NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        int d = lane + 32 * t;
+        bool in = d < p.hd;
+        part += in ? q[t] * __bfloat162float(k_s[d]) : 0.0f;
+        vv[0][t] = in ? __bfloat162float(v_s[d]) : 0.0f;
+    }
+    float sc[1] = {warp_sum(part) * p.scale};
+    softmax_update<NT, 1>(sc, vv, m, l, o);
 }
 
 /* Merges n (m, l, o) partials into M, L and acc (the lane's dims): m and l
@@ -163,7 +183,12 @@ __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p
         q[i] = d < hd ? __bfloat162float(q_s[d]) : 0.0f;
     }
     const int per = (nk + p.splits - 1) / p.splits, j0 = split * per, j1 = min(nk, j0 + per);
-    keys_softmax<NT>(p, q, kb, g, j0, j1, limit, k_new_s, v_new_s, m, l, o);
+    m = -INFINITY;
+    l = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NT; i++) o[i] = 0.0f;
+    cached_keys<NT>(p, q, kb, g, j0, min(j1, limit), m, l, o);
+    if (warp == 0 && j0 <= limit && limit < j1) new_key<NT>(p, q, k_new_s, v_new_s, m, l, o);
     if (lane == 0) {
         m_s[warp] = m;
         l_s[warp] = l;

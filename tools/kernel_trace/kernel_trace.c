@@ -330,6 +330,14 @@ static void at_exit(void)
     pthread_mutex_lock(&t->lock);
     t->closed = 1;
     note_dropped(t);
+    /* Seen on the H100 machine: a second at_exit with no records, after the
+     * one that wrote them, emptied the file.  An empty trace never replaces
+     * a file. */
+    if (t->count == 0) {
+        fprintf(stderr, "kernel_trace: no records; nothing written\n");
+        pthread_mutex_unlock(&t->lock);
+        return;
+    }
     char *path = out_path();
     if (!path)
         fprintf(stderr, "kernel_trace: out of memory; %zu records not written\n", t->count);
