@@ -71,6 +71,7 @@
 #include "model_presets.h"
 #include "pairs.h"
 #include "precompute.h"
+#include "sampling.h"
 #include "unique_sequences.h"
 
 #define MAX_LIST 8
@@ -287,7 +288,7 @@ static int bench_gemm(Args *a)
 
 /* ---------------- batches and adapters ---------------- */
 
-static uint64_t rng_next(uint64_t *s)
+static uint64_t bench_rng(uint64_t *s)
 {
     *s ^= *s << 13;
     *s ^= *s >> 7;
@@ -309,7 +310,7 @@ static int make_batch(Batch *b, int n_seq, int seq_len, int prompt_len, int voca
     for (int i = 0; i < n_seq; i++) {
         b->lengths[i] = seq_len;
         for (int t = 0; t < seq_len; t++) {
-            b->tokens[(size_t)i * seq_len + t] = t == 0 ? 1 : 3 + (int)(rng_next(&s) % (uint64_t)(vocab - 3));
+            b->tokens[(size_t)i * seq_len + t] = t == 0 ? 1 : 3 + (int)(bench_rng(&s) % (uint64_t)(vocab - 3));
             b->label_mask[(size_t)i * seq_len + t] = t >= prompt_len && t > 0;
         }
     }
@@ -329,7 +330,7 @@ static int make_adapter(LoraAdapter *ad, const LlamaConfig *c, uint64_t seed, Er
             if (!sl) continue;
             size_t nb = (size_t)sl->out_features * spec.rank;
             for (size_t i = 0; i < nb; i++)
-                ad->params[sl->b_offset + i] = 0.01f * ((float)(rng_next(&s) >> 40) / 16777216.0f - 0.5f);
+                ad->params[sl->b_offset + i] = 0.01f * ((float)(bench_rng(&s) >> 40) / 16777216.0f - 0.5f);
         }
     return 0;
 }
@@ -428,7 +429,7 @@ static int bench_modpo_pairs(const Args *a, Backend *be, BackendAdapter *pol, Lo
     s.margin = calloc(2 * P, sizeof(float));
     uint64_t rs = 77;
     for (int i = 0; i < 2 * P; i++) {
-        s.margin[i] = (float)(rng_next(&rs) % 1000) / 1000.0f - 0.5f;
+        s.margin[i] = (float)(bench_rng(&rs) % 1000) / 1000.0f - 0.5f;
     }
     int rc = 0;
     double best = 1e30, total = 0;
@@ -566,7 +567,7 @@ typedef struct {
 
 static void fill_random(int32_t *t, int n, int vocab, uint64_t *s)
 {
-    for (int i = 0; i < n; i++) t[i] = 3 + (int)(rng_next(s) % (uint64_t)(vocab - 3));
+    for (int i = 0; i < n; i++) t[i] = 3 + (int)(bench_rng(s) % (uint64_t)(vocab - 3));
 }
 
 /* Row r's sequence: BOS + its group's prompt (prompt_len tokens in all),
@@ -698,14 +699,6 @@ static int bench_precompute_pairs(const Args *a, Backend *be, Error *err)
 
 /* ---------------- decode ---------------- */
 
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
 /* pol: NULL decodes the base model (as the PyTorch script's `generate`);
  * a LoRA decodes as the generate stage does with its policy. */
 static int bench_decode_batch(const Args *a, Backend *be, BackendAdapter *pol, int B, Error *err)
@@ -720,7 +713,7 @@ static int bench_decode_batch(const Args *a, Backend *be, BackendAdapter *pol, i
     uint64_t s = 99;
     for (int i = 0; i < B; i++) {
         len[i] = P;
-        for (int t = 0; t < P; t++) tok[(size_t)i * P + t] = t ? 3 + (int)(rng_next(&s) % (V - 3)) : 1;
+        for (int t = 0; t < P; t++) tok[(size_t)i * P + t] = t ? 3 + (int)(bench_rng(&s) % (V - 3)) : 1;
     }
     int rc = be->ops->kv_create(be, B, P + N, &kv, err);
     double prefill_s = 0, decode_s = 0;
@@ -735,7 +728,7 @@ static int bench_decode_batch(const Args *a, Backend *be, BackendAdapter *pol, i
             /* rows in parallel, as the generate stage samples its slots (one on
              * this thread, as it does too) */
 #pragma omp parallel for schedule(static) if (B > 1)
-            for (int i = 0; i < B; i++) next[i] = argmax(logits + (size_t)i * V, V);
+            for (int i = 0; i < B; i++) next[i] = sampling_argmax(logits + (size_t)i * V, V);
             double tb = now();
             rc = be->ops->decode_step(be, kv, pol, next, NULL, logits, err);
             double tc = now();
