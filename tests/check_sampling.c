@@ -146,6 +146,27 @@ START_TEST(greedy_takes_the_first_maximum)
 }
 END_TEST
 
+/* Vocabularies longer than the vectorised passes' lanes, the maximum tied
+ * in the middle, in the tail and at both: the first one wins each time. */
+START_TEST(greedy_first_maximum_past_the_lanes)
+{
+    enum { N = 37 };
+    static const int ties[][2] = {{20, 33}, {35, 36}, {0, 36}, {17, 17}, {33, 34}};
+    for (size_t c = 0; c < sizeof ties / sizeof ties[0]; c++)
+        for (int n = ties[c][1] + 1; n <= N; n++) {
+            float x[N];
+            for (int i = 0; i < N; i++) x[i] = (float)((i * 7919) % 101) / 101.0f - 2.0f;
+            x[ties[c][0]] = x[ties[c][1]] = 5.0f;
+            ck_assert_int_eq(sampling_argmax(x, n), ties[c][0]);
+        }
+    float flat[N];
+    for (int i = 0; i < N; i++) flat[i] = -INFINITY;
+    flat[N - 1] = -1e30f;
+    ck_assert_int_eq(sampling_argmax(flat, N), N - 1);
+    ck_assert_int_eq(sampling_argmax(flat, N - 1), 0); /* all -inf */
+}
+END_TEST
+
 START_TEST(repetition_penalty_by_hand)
 {
     unsigned char seen[4] = {0};
@@ -296,6 +317,7 @@ int main(void)
     tcase_add_test(tc, matches_transformers_processors);
     tcase_add_test(tc, sampled_tokens_are_kept_ones);
     tcase_add_test(tc, greedy_takes_the_first_maximum);
+    tcase_add_test(tc, greedy_first_maximum_past_the_lanes);
     tcase_add_test(tc, repetition_penalty_by_hand);
     tcase_add_test(tc, no_repeat_ngram_by_hand);
     tcase_add_test(tc, top_k_and_top_p_by_hand);
