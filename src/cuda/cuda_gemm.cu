@@ -140,7 +140,19 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     if (XS == 3) { /* as swiglu_fwd_kernel, two values a thread */
         const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)g.glu.gate, *u2 = (const __nv_bfloat162 *)g.glu.up;
         __nv_bfloat162 *x2 = (__nv_bfloat162 *)xs;
-        for (int i = threadIdx.x; i < NR * in / 2; i += blockDim.x) x2[i] = swiglu_pair(g2[i], u2[i]);
+        const int n2 = NR * in / 2, step = blockDim.x;
+        for (int i0 = threadIdx.x; i0 < n2; i0 += ROW_BATCH * step) { /* loads in flight together */
+            __nv_bfloat162 gv[ROW_BATCH], uv[ROW_BATCH];
+#pragma unroll
+            for (int u = 0; u < ROW_BATCH; u++)
+                if (i0 + u * step < n2) {
+                    gv[u] = g2[i0 + u * step];
+                    uv[u] = u2[i0 + u * step];
+                }
+#pragma unroll
+            for (int u = 0; u < ROW_BATCH; u++)
+                if (i0 + u * step < n2) x2[i0 + u * step] = swiglu_pair(gv[u], uv[u]);
+        }
         __syncthreads();
     }
     const bf16 *xx = XS ? (const bf16 *)xs : x;

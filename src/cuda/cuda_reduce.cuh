@@ -69,14 +69,39 @@ static inline unsigned cu_blocks(size_t n, int threads)
  * the whole block; returns r.  The norm kernel and the GEMVs that form
  * their normed rows themselves (cuda_gemm.cu) share it, so both give the
  * same bits.  `sh` is 32 floats of shared memory. */
+/* Loads a thread has in flight at once in the row loops below.  One at a
+ * time, a 4096-wide row was 16 round trips to L2 per loop, ~10 us of a
+ * GEMV that forms its normed x itself, before any weight streamed (kernel
+ * trace, bench/NOTES-gpu.md step 18).  The sums keep their order. */
+#define ROW_BATCH 8
+
 __device__ __forceinline__ float rmsnorm_row(const float *__restrict__ xi, const float *__restrict__ w,
                                              int d, float eps, __nv_bfloat16 *__restrict__ yi, float *sh)
 {
+    const int step = blockDim.x;
     float ss = 0.0f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) ss += xi[j] * xi[j];
+    for (int j0 = threadIdx.x; j0 < d; j0 += ROW_BATCH * step) {
+        float v[ROW_BATCH];
+#pragma unroll
+        for (int u = 0; u < ROW_BATCH; u++) v[u] = j0 + u * step < d ? xi[j0 + u * step] : 0.0f;
+#pragma unroll
+        for (int u = 0; u < ROW_BATCH; u++)
+            if (j0 + u * step < d) ss += v[u] * v[u];
+    }
     ss = block_sum(ss, sh);
     float r = rsqrtf(ss / (float)d + eps);
-    for (int j = threadIdx.x; j < d; j += blockDim.x) yi[j] = __float2bfloat16(w[j] * (xi[j] * r));
+    for (int j0 = threadIdx.x; j0 < d; j0 += ROW_BATCH * step) {
+        float xv[ROW_BATCH], wv[ROW_BATCH];
+#pragma unroll
+        for (int u = 0; u < ROW_BATCH; u++) {
+            bool in = j0 + u * step < d;
+            xv[u] = in ? xi[j0 + u * step] : 0.0f;
+            wv[u] = in ? w[j0 + u * step] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < ROW_BATCH; u++)
+            if (j0 + u * step < d) yi[j0 + u * step] = __float2bfloat16(wv[u] * (xv[u] * r));
+    }
     return r;
 }
 
