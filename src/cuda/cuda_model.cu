@@ -171,10 +171,15 @@ static int attention_on_gemms(const CuState *st, const CuRows *rows, const KvCac
 static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, CuActs *a, float *x,
                          int keep, int attn_rc, Error *err);
 
-/* A decode step's rows: one new row per sequence, appended to its slot. */
+/* A decode step's rows (one new row per sequence, appended to its slot)
+ * few enough for the GEMVs: there the step attention filled the card and
+ * saved a launch (batch 1 6.29 -> 6.25 ms on an H100); at batch 64, where
+ * one block per (row, head) fills it already, it measured 14.9 ms against
+ * 13.1-13.3 (bench/NOTES-gpu.md step 18). */
 static int decode_step_rows(const CuState *st, const CuRows *rows)
 {
-    return st->step_attn && !rows->fresh_cache && rows->n_rows == rows->n_seq;
+    return st->step_attn && !rows->fresh_cache && rows->n_rows == rows->n_seq &&
+           rows->n_rows <= st->gemv_max_rows;
 }
 
 /* RMSNorm(x) -> the Linears reading it: inside their GEMV when nothing
