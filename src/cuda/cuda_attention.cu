@@ -323,28 +323,11 @@ __global__ void __launch_bounds__(DECODE_WARPS * 32) attn_decode_kernel(AttnPara
                 vv[u][t] = in ? __bfloat162float(vr[d]) : 0.0f;
             }
         }
-        float sc[DECODE_UNROLL], mn = m;
+        float sc[DECODE_UNROLL];
 #pragma unroll
-        for (int u = 0; u < DECODE_UNROLL; u++) {
+        for (int u = 0; u < DECODE_UNROLL; u++)
             sc[u] = j0 + u * DECODE_WARPS <= limit ? warp_sum(part[u]) * p.scale : -INFINITY;
-            mn = fmaxf(mn, sc[u]);
-        }
-        const float corr = expf(m - mn);
-        float pr[DECODE_UNROLL];
-        l *= corr;
-#pragma unroll
-        for (int u = 0; u < DECODE_UNROLL; u++) {
-            pr[u] = expf(sc[u] - mn);
-            l += pr[u];
-        }
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            float acc = o[t] * corr;
-#pragma unroll
-            for (int u = 0; u < DECODE_UNROLL; u++) acc += pr[u] * vv[u][t];
-            o[t] = acc;
-        }
-        m = mn;
+        softmax_update<NT, DECODE_UNROLL>(sc, vv, m, l, o);
     }
     if (lane == 0) {
         m_s[warp] = m;

@@ -46,32 +46,6 @@ __device__ __forceinline__ void rotate_into(const bf16 *__restrict__ x, const fl
     }
 }
 
-/* Folds one key's score and value row into a warp's online softmax. */
-template <int NT, int U>
-__device__ __forceinline__ void softmax_update(const float *sc, float vv[][NT], float &m, float &l,
-                                               float *o)
-{
-    float mn = m;
-#pragma unroll
-    for (int u = 0; u < U; u++) mn = fmaxf(mn, sc[u]);
-    const float corr = expf(m - mn);
-    l *= corr;
-    float pr[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-        pr[u] = expf(sc[u] - mn);
-        l += pr[u];
-    }
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float acc = o[t] * corr;
-#pragma unroll
-        for (int u = 0; u < U; u++) acc += pr[u] * vv[u][t];
-        o[t] = acc;
-    }
-    m = mn;
-}
-
 /* The cached keys [j0, j1) of the block into its warps' online softmaxes
  * (m, l, o per warp): global loads only, STEP_UNROLL keys a warp in flight. */
 template <int NT>
@@ -280,17 +254,9 @@ int cu_attention_step(CuState *st, const CuRows *rows, const CuStepAttn *a, Erro
     void (*kernel)(StepParams) = nt <= 1 ? attn_step_kernel<1> : nt <= 2 ? attn_step_kernel<2>
                                : nt <= 4 ? attn_step_kernel<4> : nt <= 8 ? attn_step_kernel<8> : NULL;
     if (!kernel) return error_set(err, "decode attention: head_dim %d is above 256", p.hd);
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr[1];
-    cfg.gridDim = dim3(p.n_heads, rows->n_rows, a->splits);
-    cfg.blockDim = dim3(STEP_WARPS * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st->stream;
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = st->pdl ? 1 : 0;
-    CU_TRY(cudaLaunchKernelEx(&cfg, kernel, p));
+    CuLaunch l;
+    cu_launch_init(&l, st, dim3(p.n_heads, rows->n_rows, a->splits), dim3(STEP_WARPS * 32), smem);
+    CU_TRY(cudaLaunchKernelEx(&l.cfg, kernel, p));
     CU_LAUNCHED();
     return 0;
 }

@@ -186,17 +186,9 @@ template <class Kernel>
 static cudaError_t gemv_start(CuState *st, Kernel kernel, int grid, size_t smem, const GemvLaunch &g,
                               int in, const bf16 *x, float alpha, float beta)
 {
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr[1];
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(GEMV_WARPS * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st->stream;
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = st->pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, kernel, g, in, x, alpha, beta);
+    CuLaunch l;
+    cu_launch_init(&l, st, dim3(grid), dim3(GEMV_WARPS * 32), smem);
+    return cudaLaunchKernelEx(&l.cfg, kernel, g, in, x, alpha, beta);
 }
 
 template <class Y, int XS>

@@ -247,6 +247,27 @@ struct CuState {
     int dlogps_cap;
 };
 
+/* A launch on st's stream that, with st->pdl, may start while the kernel
+ * before it runs (the kernel must pdl_wait before touching its inputs).
+ * Filled in place: cfg points at attr. */
+struct CuLaunch {
+    cudaLaunchConfig_t cfg;
+    cudaLaunchAttribute attr[1];
+};
+static inline void cu_launch_init(CuLaunch *l, const CuState *st, dim3 grid, dim3 block, size_t smem)
+{
+    *l = CuLaunch{};
+    l->cfg.gridDim = grid;
+    l->cfg.blockDim = block;
+    l->cfg.dynamicSmemBytes = smem;
+    l->cfg.stream = st->stream;
+    l->attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    l->attr[0].val.programmaticStreamSerializationAllowed = 1;
+    l->cfg.attrs = l->attr;
+    l->cfg.numAttrs = st->pdl ? 1 : 0;
+}
+
+
 static inline CuState *cu_state(Backend *b) { return (CuState *)b->state; }
 
 int cu_prof_mark(CuState *st, CuPhase phase, Error *err);

@@ -60,6 +60,33 @@ __device__ __forceinline__ double block_sum_d(double v, double *sh)
     return warp_sum_d(v);
 }
 
+/* Folds U keys' scores sc and value rows vv (NT dims a lane) into a warp's
+ * online softmax (running max m, sum l, output o); the decode kernels share it. */
+template <int NT, int U>
+__device__ __forceinline__ void softmax_update(const float *sc, float vv[][NT], float &m, float &l,
+                                               float *o)
+{
+    float mn = m;
+#pragma unroll
+    for (int u = 0; u < U; u++) mn = fmaxf(mn, sc[u]);
+    const float corr = expf(m - mn);
+    l *= corr;
+    float pr[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        pr[u] = expf(sc[u] - mn);
+        l += pr[u];
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float acc = o[t] * corr;
+#pragma unroll
+        for (int u = 0; u < U; u++) acc += pr[u] * vv[u][t];
+        o[t] = acc;
+    }
+    m = mn;
+}
+
 static inline unsigned cu_blocks(size_t n, int threads)
 {
     return (unsigned)((n + threads - 1) / threads);
