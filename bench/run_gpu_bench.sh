@@ -2,12 +2,16 @@
 # The GPU benchmarks of issue 7 in one device-tool call, ours and PyTorch's
 # side by side on the same card (bench/README.md).  Needs build-cuda/bench/cuda_bench
 # and .device/lib.tgz (tools/device_bundle.sh) carried along; results go to $OUT.
-#   bash bench/run_gpu_bench.sh [ours] [torch] [startup] [optimizer] [dp]
+#   bash bench/run_gpu_bench.sh [ours] [torch] [startup] [optimizer] [dp] [decode]
 # MODPO_BENCH_PAIRS, MODPO_BENCH_STEPS override the micro-batches and steps.
 # Every record also goes to stdout whole: the device tool returns only a few
 # files from $OUT, so keep stdout (the records) as the copy of record.
 # dp: on a machine of 2 or 4 GPUs, data-parallel MODPO at 1, 2, 4 GPUs and
 # the w grid as one group of 1 GPU per GPU (mpirun, one rank per GPU).
+# decode: batch 1 and 64 decode, alternated twice with build-cuda/bench/cuda_bench_prev
+# (the build before a change, where carried), then a kernel timeline of batch 1
+# (build-cuda/libkernel_trace.so, `make kernel-trace`, where carried; the
+# summary goes to stdout, the gzipped CSV to $OUT).
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .device
@@ -75,6 +79,25 @@ dp)
             2>>"$OUT/dp.log"
     fi
     tail -3 "$OUT/dp.log"
+    ;;
+decode)
+    $B --what gemm --out "$R" 2>>"$OUT/ours.log"
+    for rep in 1 2; do
+        for b in $B ${B}_prev; do
+            [ -x "$b" ] || continue
+            echo "== $b"
+            $b --what decode --gen-batches 1,64 --out "$R" 2>>"$OUT/ours.log" | grep -E '"(generate|decode_gemvs)"'
+        done
+    done
+    if [ -f build-cuda/libkernel_trace.so ]; then
+        cupti=$(dirname "$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libcupti.so* /usr/local/cuda/lib64/libcupti.so* 2>/dev/null | head -1)")
+        CUDA_INJECTION64_PATH=$PWD/build-cuda/libkernel_trace.so KERNEL_TRACE_OUT=/tmp/trace-b1.csv \
+            LD_LIBRARY_PATH=$cupti:$LD_LIBRARY_PATH $B --what decode --gen-batches 1 --out /tmp/trace-b1.jsonl \
+            >/dev/null 2>>"$OUT/ours.log"
+        python3 tools/kernel_trace/summarize.py /tmp/trace-b1.csv --min-kernels 50 --last 100
+        gzip -c /tmp/trace-b1.csv > "$OUT/trace-b1.csv.gz"
+    fi
+    grep -E "error|kernel_trace" "$OUT/ours.log"
     ;;
 esac
 done
