@@ -329,26 +329,8 @@ __global__ void __launch_bounds__(DECODE_WARPS * 32) attn_decode_kernel(AttnPara
             sc[u] = j0 + u * DECODE_WARPS <= limit ? warp_sum(part[u]) * p.scale : -INFINITY;
         softmax_update<NT, DECODE_UNROLL>(sc, vv, m, l, o);
     }
-    if (lane == 0) {
-        m_s[warp] = m;
-        l_s[warp] = l;
-    }
-#pragma unroll
-    for (int t = 0; t < NT; t++) o_s[warp][lane + 32 * t] = o[t];
-    __syncthreads();
-    if (warp != 0) return;
-    float M = -INFINITY;
-    for (int w = 0; w < DECODE_WARPS; w++) M = fmaxf(M, m_s[w]);
-    float L = 0.0f, acc[NT];
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    for (int w = 0; w < DECODE_WARPS; w++) {
-        if (m_s[w] == -INFINITY) continue; /* a warp that saw no key */
-        float f = expf(m_s[w] - M);
-        L += l_s[w] * f;
-#pragma unroll
-        for (int t = 0; t < NT; t++) acc[t] += o_s[w][lane + 32 * t] * f;
-    }
+    float M, L, acc[NT];
+    if (!merge_warps<NT, DECODE_WARPS>(m, l, o, m_s, l_s, o_s, hd, M, L, acc)) return;
     bf16 *out = p.out + (size_t)row * p.q_stride + h * hd;
 #pragma unroll
     for (int t = 0; t < NT; t++) {

@@ -97,36 +97,6 @@ __device__ __forceinline__ void new_key(const StepParams &p, const float *q, con
     softmax_update<NT, 1>(sc, vv, m, l, o);
 }
 
-/* Merges n (m, l, o) partials into M, L and acc (the lane's dims): m and l
- * are `ms` apart, o rows `os` apart.  GLOBAL: other blocks wrote them in
- * this launch, so they are read past L1. */
-template <bool GLOBAL>
-__device__ __forceinline__ float merge_load(const float *p) { return GLOBAL ? __ldcg(p) : *p; }
-
-template <int NT, bool GLOBAL>
-__device__ __forceinline__ void merge_partials(const float *m_of, const float *l_of, const float *o_of,
-                                               int n, int ms, int os, int hd, float &M, float &L,
-                                               float *acc)
-{
-    const int lane = threadIdx.x & 31;
-    M = -INFINITY;
-    for (int w = 0; w < n; w++) M = fmaxf(M, merge_load<GLOBAL>(m_of + (size_t)w * ms));
-    L = 0.0f;
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-    for (int w = 0; w < n; w++) {
-        float mw = merge_load<GLOBAL>(m_of + (size_t)w * ms);
-        if (mw == -INFINITY) continue; /* a part that saw no key */
-        float f = expf(mw - M);
-        L += merge_load<GLOBAL>(l_of + (size_t)w * ms) * f;
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            int d = lane + 32 * t;
-            if (d < hd) acc[t] += merge_load<GLOBAL>(o_of + (size_t)w * os + d) * f;
-        }
-    }
-}
-
 template <int NT>
 __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p)
 {
@@ -163,16 +133,8 @@ __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p
     for (int i = 0; i < NT; i++) o[i] = 0.0f;
     cached_keys<NT>(p, q, kb, g, j0, min(j1, limit), m, l, o);
     if (warp == 0 && j0 <= limit && limit < j1) new_key<NT>(p, q, k_new_s, v_new_s, m, l, o);
-    if (lane == 0) {
-        m_s[warp] = m;
-        l_s[warp] = l;
-    }
-#pragma unroll
-    for (int i = 0; i < NT; i++) o_s[warp][lane + 32 * i] = o[i];
-    __syncthreads();
-    if (warp != 0) return;
     float M, L, acc[NT];
-    merge_partials<NT, false>(m_s, l_s, &o_s[0][0], STEP_WARPS, 1, NT * 32, hd, M, L, acc);
+    if (!merge_warps<NT, STEP_WARPS>(m, l, o, m_s, l_s, o_s, hd, M, L, acc)) return;
     const size_t rh = (size_t)row * p.n_heads + h;
     if (p.splits > 1) { /* publish this split; the last one of the (row, head) merges */
         const int stride = hd + 2;

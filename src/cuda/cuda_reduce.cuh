@@ -87,6 +87,55 @@ __device__ __forceinline__ void softmax_update(const float *sc, float vv[][NT], 
     m = mn;
 }
 
+/* Merges n (m, l, o) partials into M, L and acc (the lane's dims): m and l
+ * are `ms` apart, o rows `os` apart.  GLOBAL: other blocks wrote them in
+ * this launch, so they are read past L1. */
+template <bool GLOBAL>
+__device__ __forceinline__ float merge_load(const float *p) { return GLOBAL ? __ldcg(p) : *p; }
+
+template <int NT, bool GLOBAL>
+__device__ __forceinline__ void merge_partials(const float *m_of, const float *l_of, const float *o_of,
+                                               int n, int ms, int os, int hd, float &M, float &L,
+                                               float *acc)
+{
+    const int lane = threadIdx.x & 31;
+    M = -INFINITY;
+    for (int w = 0; w < n; w++) M = fmaxf(M, merge_load<GLOBAL>(m_of + (size_t)w * ms));
+    L = 0.0f;
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int w = 0; w < n; w++) {
+        float mw = merge_load<GLOBAL>(m_of + (size_t)w * ms);
+        if (mw == -INFINITY) continue; /* a part that saw no key */
+        float f = expf(mw - M);
+        L += merge_load<GLOBAL>(l_of + (size_t)w * ms) * f;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int d = lane + 32 * t;
+            if (d < hd) acc[t] += merge_load<GLOBAL>(o_of + (size_t)w * os + d) * f;
+        }
+    }
+}
+
+/* Each warp's (m, l, o) through shared memory into warp 0's M, L, acc;
+ * false in the other warps, which have nothing left to do. */
+template <int NT, int WARPS>
+__device__ __forceinline__ bool merge_warps(float m, float l, const float *o, float *m_s, float *l_s,
+                                            float (*o_s)[NT * 32], int hd, float &M, float &L, float *acc)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        m_s[warp] = m;
+        l_s[warp] = l;
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) o_s[warp][lane + 32 * t] = o[t];
+    __syncthreads();
+    if (warp != 0) return false;
+    merge_partials<NT, false>(m_s, l_s, &o_s[0][0], WARPS, 1, NT * 32, hd, M, L, acc);
+    return true;
+}
+
 static inline unsigned cu_blocks(size_t n, int threads)
 {
     return (unsigned)((n + threads - 1) / threads);
