@@ -90,8 +90,9 @@ static int choose_tokens(Generator *g, Slot *slots, int n, float *logits, int32_
     int eos = tokenizer_eos_id(g->tok);
     int limit = g->cfg->gen_max_length;
     /* Each slot has its own random stream, so the order does not matter.
-     * One slot is chosen on this thread: waking a sleeping team for it cost
-     * a batch-1 step 0.15-0.6 ms (bench/NOTES-gpu.md step 18). */
+     * One slot is chosen on this thread: with the team woken for it the
+     * decode bench's batch-1 choice took 0.15-0.63 ms a step, on one thread
+     * 0.12 (then 0.02 with the vectorised argmax; bench/NOTES-gpu.md step 18). */
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
     for (int i = 0; i < n; i++)
         if (active[i])
