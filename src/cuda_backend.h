@@ -35,6 +35,13 @@ void cuda_backend_set_recompute(Backend *b, int on);
 void cuda_backend_set_graphs(Backend *b, int on);
 /* Decode steps run from a captured graph since the backend was made. */
 long cuda_backend_graph_launches(Backend *b);
+/* With `on` (the default; MODPO_CUDA_GEMV_GLU=0 turns it off at creation),
+ * a decode step's MLP without LoRA is two GEMVs, SwiGLU in the first's
+ * epilogue; off, three launches' worth (gate/up, then SwiGLU in down_proj's
+ * prologue).  Same bits either way.  cuda_backend_glu_gemvs: how many such
+ * GEMVs were issued (a captured graph's replays count once). */
+void cuda_backend_set_gemv_glu(Backend *b, int on);
+long cuda_backend_glu_gemvs(Backend *b);
 
 /* With MODPO_CUDA_PROFILE=1: GPU milliseconds per phase since the last
  * call (resolved at syncs), names[i] for ms[i]; returns how many (0 when

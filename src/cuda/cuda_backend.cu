@@ -591,6 +591,7 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
         return error_set(err, "MODPO_CUDA_PDL=%s: expected 0, 1 or 2", pdl);
     st->pdl = pdl ? atoi(pdl) : 0;
     TRY(on_off_switch("MODPO_CUDA_STEP_ATTN", 1, &st->step_attn, err));
+    TRY(on_off_switch("MODPO_CUDA_GEMV_GLU", 1, &st->gemv_glu, err));
     TRY(on_off_switch("MODPO_CUDA_GEMV_PREFETCH", 0, &st->gemv_prefetch, err));
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");
     if (attn_mb && atol(attn_mb) > 0) st->attn_ws_limit = (size_t)atol(attn_mb) << 20;
@@ -664,6 +665,17 @@ extern "C" void cuda_backend_set_graphs(Backend *b, int on)
 extern "C" long cuda_backend_graph_launches(Backend *b)
 {
     return cu_state(b)->graph.launches;
+}
+
+extern "C" void cuda_backend_set_gemv_glu(Backend *b, int on)
+{
+    cu_decode_graph_drop(cu_state(b));
+    cu_state(b)->gemv_glu = on != 0;
+}
+
+extern "C" long cuda_backend_glu_gemvs(Backend *b)
+{
+    return cu_state(b)->glu_gemvs;
 }
 
 extern "C" int cuda_backend_profile(Backend *b, double *ms, const char **names, int cap)

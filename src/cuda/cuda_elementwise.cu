@@ -35,7 +35,7 @@ __global__ void swiglu_fwd_kernel(size_t n, const bf16 *__restrict__ gate,
         *(__nv_bfloat162 *)(act + i) =
             swiglu_pair(*(const __nv_bfloat162 *)(gate + i), *(const __nv_bfloat162 *)(up + i));
     } else if (i < n) {
-        act[i] = __float2bfloat16(silu_of(__bfloat162float(gate[i])) * __bfloat162float(up[i]));
+        act[i] = swiglu_one(gate[i], up[i]);
     }
 }
 

@@ -47,19 +47,19 @@ struct GemvLaunch {
     int dependent;  /* launched as a programmatic dependent (st->pdl) */
     int trigger_early; /* dependents may launch at this one's start (st->pdl == 2), else at each block's end */
     int prefetch;   /* first rows into L2 before x is formed (st->gemv_prefetch) */
+    const bf16 *up_w; /* with GLU: part 0 is gate's rows into act, these are up's */
     CuGemvPart part[GEMV_MAX_PARTS];
     int first_block[GEMV_MAX_PARTS + 1]; /* part p owns blocks [first_block[p], first_block[p+1]) */
     int count;
 };
 
-/* One warp's output row `o` of part p.  W is read once per token, so its
- * loads stream past L1 (__ldcs) and leave the cache to x. */
-template <int NR, class Y>
-__device__ __forceinline__ void gemv_row(const CuGemvPart &part, int o, int in, const bf16 *__restrict__ x,
-                                         float alpha, float beta, int lane)
+/* Lane 0's dot products of one weight row with each of x's NR rows.  W is
+ * read once per token, so its loads stream past L1 (__ldcs) and leave the
+ * cache to x. */
+template <int NR>
+__device__ __forceinline__ void row_dots(const bf16 *__restrict__ w, int in, const bf16 *__restrict__ x,
+                                         int lane, float *acc)
 {
-    const bf16 *w = part.w + (size_t)o * in;
-    float acc[NR];
 #pragma unroll
     for (int r = 0; r < NR; r++) acc[r] = 0.0f;
 #pragma unroll 4
@@ -78,15 +78,48 @@ __device__ __forceinline__ void gemv_row(const CuGemvPart &part, int o, int in, 
         }
     }
 #pragma unroll
+    for (int r = 0; r < NR; r++)
+        for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+}
+
+/* What a GEMV writes for a dot product v over the y it had. */
+__device__ __forceinline__ float gemv_value(float alpha, float beta, float prev, float v)
+{
+    return beta * prev + alpha * v;
+}
+
+/* One warp's output row `o` of part p. */
+template <int NR, class Y>
+__device__ __forceinline__ void gemv_row(const CuGemvPart &part, int o, int in, const bf16 *__restrict__ x,
+                                         float alpha, float beta, int lane)
+{
+    float acc[NR];
+    row_dots<NR>(part.w + (size_t)o * in, in, x, lane, acc);
+    if (lane != 0) return;
+#pragma unroll
     for (int r = 0; r < NR; r++) {
-        float v = acc[r];
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (lane == 0) {
-            Y *dst = (Y *)part.y + (size_t)r * part.out + o;
-            float prev = beta != 0.0f ? (float)*dst : 0.0f;
-            *dst = (Y)(beta * prev + alpha * v);
-        }
+        Y *dst = (Y *)part.y + (size_t)r * part.out + o;
+        float prev = beta != 0.0f ? (float)*dst : 0.0f;
+        *dst = (Y)gemv_value(alpha, beta, prev, acc[r]);
     }
+}
+
+/* Row o of SwiGLU(gate, up): part.w is gate's weights, up_w up's, part.y
+ * the bf16 act.  gate and up are rounded to bf16 as the GEMV into them
+ * would store them (alpha 1, beta 0), so act has the SwiGLU kernel's bits. */
+template <int NR>
+__device__ __forceinline__ void gemv_row_glu(const CuGemvPart &part, const bf16 *__restrict__ up_w, int o,
+                                             int in, const bf16 *__restrict__ x, int lane)
+{
+    float g[NR], u[NR];
+    row_dots<NR>(part.w + (size_t)o * in, in, x, lane, g);
+    row_dots<NR>(up_w + (size_t)o * in, in, x, lane, u);
+    if (lane != 0) return;
+#pragma unroll
+    for (int r = 0; r < NR; r++)
+        ((bf16 *)part.y)[(size_t)r * part.out + o] =
+            swiglu_one(__float2bfloat16(gemv_value(1.0f, 0.0f, 0.0f, g[r])),
+                       __float2bfloat16(gemv_value(1.0f, 0.0f, 0.0f, u[r])));
 }
 
 /* The launch's blocks each cover GEMV_WARPS rows of one part; the grid is
@@ -116,8 +149,9 @@ __device__ __forceinline__ void gemv_prefetch_then_wait(const GemvLaunch &g, int
 }
 
 /* x: XS 0 read from global memory, 1 copied to shared memory, 2 normalised
- * into shared memory from g.norm, 3 formed there from g.glu. */
-template <int NR, int XS, class Y>
+ * into shared memory from g.norm, 3 formed there from g.glu.  GLU: part 0
+ * pairs gate's rows with g.up_w's into SwiGLU (gemv_row_glu). */
+template <int NR, int XS, class Y, bool GLU = false>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_kernel(GemvLaunch g, int in, const bf16 *__restrict__ x, float alpha, float beta)
 {
@@ -161,7 +195,9 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         while (p + 1 < g.count && b >= g.first_block[p + 1]) p++;
         const int o = (b - g.first_block[p]) * GEMV_WARPS + warp;
         const bf16 *px = g.part[p].x ? g.part[p].x : xx;
-        if (o < g.part[p].out) gemv_row<NR, Y>(g.part[p], o, in, px, alpha, beta, lane);
+        if (o >= g.part[p].out) continue;
+        if (GLU) gemv_row_glu<NR>(g.part[p], g.up_w, o, in, px, lane);
+        else gemv_row<NR, Y>(g.part[p], o, in, px, alpha, beta, lane);
     }
     /* Once every block is here the next kernel's blocks may take the SMs
      * this launch's tail leaves idle, and ask their weights into L2. */
@@ -191,12 +227,12 @@ static cudaError_t gemv_start(CuState *st, Kernel kernel, int grid, size_t smem,
     return cudaLaunchKernelEx(&l.cfg, kernel, g, in, x, alpha, beta);
 }
 
-template <class Y, int XS>
+template <class Y, int XS, bool GLU = false>
 static cudaError_t gemv_run(CuState *st, int n, int in, const bf16 *x, const GemvLaunch &g,
                             float alpha, float beta, int grid, size_t smem)
 {
     switch (n) {
-#define CASE(k) case k: return gemv_start(st, gemv_kernel<k, XS, Y>, grid, smem, g, in, x, alpha, beta);
+#define CASE(k) case k: return gemv_start(st, gemv_kernel<k, XS, Y, GLU>, grid, smem, g, in, x, alpha, beta);
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
     }
@@ -215,7 +251,8 @@ static int gemv_launch(CuState *st, int n, int in, const bf16 *x, const GemvLaun
     int rounds = cap > 0 ? (total + cap - 1) / cap : 1;
     int grid = (total + rounds - 1) / rounds;
     size_t smem = (size_t)n * in * sizeof(bf16);
-    cudaError_t e = g.norm.x           ? gemv_run<Y, 2>(st, n, in, NULL, g, alpha, beta, grid, smem)
+    cudaError_t e = g.up_w             ? gemv_run<bf16, 2, true>(st, n, in, NULL, g, alpha, beta, grid, smem)
+                    : g.norm.x           ? gemv_run<Y, 2>(st, n, in, NULL, g, alpha, beta, grid, smem)
                     : g.glu.gate                 ? gemv_run<Y, 3>(st, n, in, NULL, g, alpha, beta, grid, smem)
                     : x && smem <= GEMV_SMEM_MAX ? gemv_run<Y, 1>(st, n, in, x, g, alpha, beta, grid, smem)
                                                  : gemv_run<Y, 0>(st, n, in, x, g, alpha, beta, grid, 0);
@@ -231,8 +268,8 @@ int cu_gemv_staged_usable(const CuState *st, int n, int in)
 
 /* x, or nx, or glu: where the launch's x comes from. */
 static int gemv_many(CuState *st, int n, int in, const bf16 *x, const CuNormedX *nx,
-                     const CuGluX *glu, const CuGemvPart *parts, int count, float alpha, float beta,
-                     int y_f32, Error *err)
+                     const CuGluX *glu, const bf16 *up_w, const CuGemvPart *parts, int count,
+                     float alpha, float beta, int y_f32, Error *err)
 {
     if (count < 1 || count > GEMV_MAX_PARTS)
         return error_set(err, "gemv: %d products in one launch (1 to %d)", count, GEMV_MAX_PARTS);
@@ -244,7 +281,10 @@ static int gemv_many(CuState *st, int n, int in, const bf16 *x, const CuNormedX 
         return error_set(err, "gemv: %d rows of %d formed in shared memory do not fit it", n, in);
     if (glu && (in % 2 || !aligned16(glu->gate) || !aligned16(glu->up)))
         return error_set(err, "gemv: SwiGLU rows of %d not in aligned pairs", in);
+    if (up_w && (!nx || count != 1 || y_f32 || !aligned16(up_w)))
+        return error_set(err, "gemv: SwiGLU epilogue needs normed x, one part, bf16 out, aligned up_proj");
     GemvLaunch g = {};
+    g.up_w = up_w;
     g.count = count;
     g.dependent = st->pdl != 0;
     g.trigger_early = st->pdl == 2;
@@ -265,19 +305,26 @@ static int gemv_many(CuState *st, int n, int in, const bf16 *x, const CuNormedX 
 int cu_gemv_many(CuState *st, int n, int in, const bf16 *x, const CuGemvPart *parts, int count,
                  float alpha, float beta, int y_f32, Error *err)
 {
-    return gemv_many(st, n, in, x, NULL, NULL, parts, count, alpha, beta, y_f32, err);
+    return gemv_many(st, n, in, x, NULL, NULL, NULL, parts, count, alpha, beta, y_f32, err);
 }
 
 int cu_gemv_many_normed(CuState *st, int n, int in, const CuNormedX *nx, const CuGemvPart *parts,
                         int count, float alpha, float beta, int y_f32, Error *err)
 {
-    return gemv_many(st, n, in, NULL, nx, NULL, parts, count, alpha, beta, y_f32, err);
+    return gemv_many(st, n, in, NULL, nx, NULL, NULL, parts, count, alpha, beta, y_f32, err);
 }
 
 int cu_gemv_many_glu(CuState *st, int n, int in, const CuGluX *glu, const CuGemvPart *parts,
                      int count, float alpha, float beta, int y_f32, Error *err)
 {
-    return gemv_many(st, n, in, NULL, NULL, glu, parts, count, alpha, beta, y_f32, err);
+    return gemv_many(st, n, in, NULL, NULL, glu, NULL, parts, count, alpha, beta, y_f32, err);
+}
+
+int cu_gemv_glu_normed(CuState *st, int n, int in, const CuNormedX *nx, const bf16 *gate_w,
+                       const bf16 *up_w, int out, bf16 *act, Error *err)
+{
+    CuGemvPart gate = {gate_w, act, out, NULL};
+    return gemv_many(st, n, in, NULL, nx, NULL, up_w, &gate, 1, 1.0f, 0.0f, 0, err);
 }
 
 int cu_gemv(CuState *st, int n, int out, int in, const bf16 *x, const bf16 *W, float beta, void *y,

@@ -46,9 +46,17 @@ static int normed_linears(CuState *st, const CuLinear *lin, int count, const flo
     return cu_linear_forward_many(st, lin, count, 1, b->x, y, no_u, err);
 }
 
-/* down_proj of SwiGLU(gate, up) into the residual: inside the GEMV when it can. */
-static int glu_down(CuState *st, const CuLinear *ld, const GemvBenchBufs *b, Error *err)
+/* The MLP into the residual as attention_out runs it for a decode row:
+ * SwiGLU in gate/up's epilogue when it can, else in down_proj's prologue. */
+static int mlp(CuState *st, const CuLinear *lin, const float *ln2, const GemvBenchBufs *b, Error *err)
 {
+    const CuLinear *lg = &lin[LORA_GATE_PROJ], *lu = &lin[LORA_UP_PROJ], *ld = &lin[LORA_DOWN_PROJ];
+    if (cu_mlp_glu_fusable(st, lg, lu, ld, 1)) {
+        CuNormedX nx = {b->res, NULL, ln2, st->c.rms_norm_eps};
+        return cu_mlp_forward_glu(st, lg, lu, ld, 1, &nx, b->x, b->res, err);
+    }
+    bf16 *const gu_y[2] = {b->y[3], b->y[4]};
+    TRY(normed_linears(st, lg, 2, b->res, ln2, gu_y, b, err));
     if (cu_gemv_staged_usable(st, 1, ld->in)) {
         CuGluX glu = {b->y[3], b->y[4]};
         CuGemvPart down = {ld->w, b->res, ld->out, NULL};
@@ -68,11 +76,10 @@ static int one_pass(CuState *st, const GemvBenchBufs *b, Error *err)
     for (int l = 0; l < c->num_hidden_layers; l++) {
         CuLinear lin[LORA_N_TARGETS];
         for (int t = 0; t < LORA_N_TARGETS; t++) lin[t] = cu_linear_of(st, NULL, l, (LoraTarget)t);
-        bf16 *const qkv_y[3] = {b->y[0], b->y[1], b->y[2]}, *const gu_y[2] = {b->y[3], b->y[4]};
+        bf16 *const qkv_y[3] = {b->y[0], b->y[1], b->y[2]};
         TRY(normed_linears(st, lin, 3, b->res, st->layers[l].ln1, qkv_y, b, err));
         TRY(cu_linear_forward(st, &lin[LORA_O_PROJ], 1, b->y[0], b->res, 1, 1.0f, NULL, err));
-        TRY(normed_linears(st, lin + LORA_GATE_PROJ, 2, b->res, st->layers[l].ln2, gu_y, b, err));
-        TRY(glu_down(st, &lin[LORA_DOWN_PROJ], b, err));
+        TRY(mlp(st, lin, st->layers[l].ln2, b, err));
     }
     CuNormedX nx = {b->res, NULL, st->norm, c->rms_norm_eps};
     CuGemvPart head = {st->lm_head, b->logits, c->vocab_size, NULL};

@@ -83,6 +83,11 @@ __device__ __forceinline__ __nv_bfloat162 swiglu_pair(__nv_bfloat162 gate, __nv_
     float2 g = __bfloat1622float2(gate), u = __bfloat1622float2(up);
     return __floats2bfloat162_rn(silu_of(g.x) * u.x, silu_of(g.y) * u.y);
 }
+/* One value of it (an odd tail; gate/up's GEMV with SwiGLU in its epilogue). */
+__device__ __forceinline__ bf16 swiglu_one(bf16 gate, bf16 up)
+{
+    return __float2bfloat16(silu_of(__bfloat162float(gate)) * __bfloat162float(up));
+}
 
 /* Asks for `bytes` (a multiple of 16, 16-byte aligned) from p into L2. */
 __device__ __forceinline__ void prefetch_l2(const void *p, unsigned bytes)
@@ -233,6 +238,8 @@ struct CuState {
     int pdl;                     /* GEMVs and the step attention launched as programmatic dependents
                                   * (MODPO_CUDA_PDL=1; 2: GEMVs let theirs launch at their start) */
     int step_attn;               /* decode steps' attention in cu_attention_step (MODPO_CUDA_STEP_ATTN=0: off) */
+    int gemv_glu;                /* decode MLP: SwiGLU in gate/up's GEMV epilogue (MODPO_CUDA_GEMV_GLU=0: off) */
+    long glu_gemvs;              /* such GEMVs issued (a graph's replays count once: its capture) */
     int gemv_prefetch;           /* GEMVs ask their first rows into L2 before forming x (MODPO_CUDA_GEMV_PREFETCH) */
     CuDecodeGraph graph;
     /* outputs: device -> pinned (async) -> caller's memory at sync */
@@ -353,6 +360,12 @@ int cu_gemv_many_normed(CuState *st, int n, int in, const CuNormedX *nx, const C
                         int count, float alpha, float beta, int y_f32, Error *err);
 int cu_gemv_many_glu(CuState *st, int n, int in, const CuGluX *glu, const CuGemvPart *parts,
                      int count, float alpha, float beta, int y_f32, Error *err);
+/* act[r, o] = SwiGLU(gate_w[o] . x[r], up_w[o] . x[r]) with x = RMSNorm(nx):
+ * a warp streams row o of both weights and rounds each product to bf16
+ * before the SwiGLU, as the GEMV into gate and up and the SwiGLU kernel
+ * after it do, so act has the same bits; down_proj then only copies it. */
+int cu_gemv_glu_normed(CuState *st, int n, int in, const CuNormedX *nx, const bf16 *gate_w,
+                       const bf16 *up_w, int out, bf16 *act, Error *err);
 /* Some tens of rows (a batched decode step): cuBLAS tiles y over the rows
  * and outputs only, too few tiles to keep the card busy, so the product is
  * split along `in` into strided-batched GEMMs (fp32 partials) that are then
@@ -386,6 +399,16 @@ int cu_linear_forward(CuState *st, const CuLinear *l, int n, const bf16 *x, void
  * second; else as cu_linear_forward one by one. */
 int cu_linear_forward_many(CuState *st, const CuLinear *l, int count, int n, const bf16 *x,
                            bf16 *const *y, bf16 *const *u, Error *err);
+/* The MLP of a few rows (decode) as two GEMVs: x_out += down(SwiGLU(gate(h),
+ * up(h))) with h = RMSNorm(nx), SwiGLU in the first GEMV's epilogue (act:
+ * [n, ffn] bf16 between them).  One launch less than gate/up + down with
+ * SwiGLU in down's prologue, whose every block formed the whole act row
+ * (~10 us a launch on an H100, bench/NOTES-gpu.md step 19).  Only for
+ * Linears without LoRA; cu_mlp_glu_fusable says when. */
+int cu_mlp_glu_fusable(const CuState *st, const CuLinear *gate, const CuLinear *up,
+                       const CuLinear *down, int n);
+int cu_mlp_forward_glu(CuState *st, const CuLinear *gate, const CuLinear *up, const CuLinear *down,
+                       int n, const CuNormedX *nx, bf16 *act, float *x_out, Error *err);
 /* The same with x = RMSNorm(nx's rows) formed inside the GEMV (decode; no
  * normed copy is kept), when cu_linear_normed_fusable says it can. */
 int cu_linear_normed_fusable(const CuState *st, const CuLinear *l, int count, int n);

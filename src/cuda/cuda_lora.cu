@@ -123,6 +123,24 @@ int cu_linear_forward_many_normed(CuState *st, const CuLinear *l, int count, int
     return forward_fused(st, l, count, n, NULL, nx, y, u, err);
 }
 
+int cu_mlp_glu_fusable(const CuState *st, const CuLinear *gate, const CuLinear *up,
+                       const CuLinear *down, int n)
+{
+    return st->gemv_glu && !gate->a && !up->a && !down->a && cu_linear_normed_fusable(st, gate, 1, n) &&
+           up->in == gate->in && up->out == gate->out && down->in == gate->out &&
+           cu_gemv_staged_usable(st, n, down->in);
+}
+
+int cu_mlp_forward_glu(CuState *st, const CuLinear *gate, const CuLinear *up, const CuLinear *down,
+                       int n, const CuNormedX *nx, bf16 *act, float *x_out, Error *err)
+{
+    if (!cu_mlp_glu_fusable(st, gate, up, down, n))
+        return error_set(err, "mlp: %d rows cannot take SwiGLU in the gate/up GEMV", n);
+    TRY(cu_gemv_glu_normed(st, n, gate->in, nx, gate->w, up->w, gate->out, act, err));
+    st->glu_gemvs++;
+    return cu_gemv(st, n, down->out, down->in, act, down->w, 1.0f, x_out, 1, err);
+}
+
 int cu_linear_backward(CuState *st, const CuLinear *l, int n, const bf16 *x, const bf16 *u,
                        const bf16 *dy, float *dx, float beta, bf16 *du, Error *err)
 {

@@ -271,6 +271,11 @@ static int attention_out(CuState *st, const BackendAdapter *ad, int l, int n, Cu
 
     CU_PHASE(st, CU_PH_NORM);
     if (a->x_mid) CU_TRY(cudaMemcpyAsync(a->x_mid, x, bytes, cudaMemcpyDeviceToDevice, st->stream));
+    if (!keep && !a->rerun && cu_mlp_glu_fusable(st, &lg, &lu, &ld, n)) { /* decode: two GEMVs */
+        CuNormedX nx = {x, NULL, w->ln2, c->rms_norm_eps};
+        CU_PHASE(st, CU_PH_LINEAR_FWD);
+        return cu_mlp_forward_glu(st, &lg, &lu, &ld, n, &nx, a->act, x, err);
+    }
     const CuLinear gu[2] = {lg, lu};
     bf16 *const gu_y[2] = {a->gate, a->up};
     bf16 *const gu_u[2] = {a->u[LORA_GATE_PROJ], a->u[LORA_UP_PROJ]};

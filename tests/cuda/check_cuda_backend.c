@@ -14,7 +14,9 @@
  *   - the optimizer on the device (adamw_step): the host AdamW's bits;
  *   - decode steps replayed from CUDA graphs: the launch-by-launch bits;
  *   - several sums per sequence (Batch.sum_start) from one forward;
- *   - decoding 1 and 2 slots (the GEMV path) against the full forward.
+ *   - decoding 1 and 2 slots (the GEMV path) against the full forward;
+ *   - the decode MLP with SwiGLU in gate/up's GEMV epilogue: its bits
+ *     against SwiGLU in down_proj's prologue.
  * Weights are rounded to bf16 first, so both backends run the same model.
  * Runs on a machine with a GPU; prints one line per check and exits 1 if
  * any fails.  Usage: check_cuda_backend [case ...]  (default: every case;
@@ -523,6 +525,32 @@ static void check_few_rows(Backend *be, LoraAdapter *ad, const Batch *b, const i
     }
 }
 
+/* The decode MLP with SwiGLU in gate/up's GEMV epilogue against the same
+ * steps with it in down_proj's prologue: the same bits.  Decoded on the
+ * base model, whose Linears have no LoRA, so every layer can take it. */
+static void check_glu_epilogue(Backend *be, const Batch *b, const int32_t *plen)
+{
+    Error err;
+    size_t count = (size_t)(DEC_STEPS + 1) * be->config.vocab_size;
+    Batch sub = *b;
+    sub.n_seq = 1;
+    float *on = malloc(count * sizeof(float)), *off = malloc(count * sizeof(float));
+    long start = cuda_backend_glu_gemvs(be);
+    die(run_decode(be, NULL, &sub, plen, on, &err), &err, "decode, SwiGLU in the epilogue");
+    long used = cuda_backend_glu_gemvs(be) - start;
+    cuda_backend_set_gemv_glu(be, 0);
+    die(run_decode(be, NULL, &sub, plen, off, &err), &err, "decode, SwiGLU in the prologue");
+    long used_off = cuda_backend_glu_gemvs(be) - start - used;
+    cuda_backend_set_gemv_glu(be, 1);
+    check(used > 0 && used_off == 0, "decode MLP: SwiGLU epilogue taken", "%ld GEMVs on, %ld off",
+          used, used_off);
+    size_t differ = 0;
+    for (size_t i = 0; i < count; i++) differ += memcmp(&on[i], &off[i], sizeof(float)) != 0;
+    check(differ == 0, "decode MLP: epilogue = prologue", "%zu of %zu logits differ", differ, count);
+    free(on);
+    free(off);
+}
+
 static void run_case(const Case *cs)
 {
     Error err;
@@ -621,6 +649,7 @@ static void run_case(const Case *cs)
     check_graphs(gpu, &ad, &b, plen, rg.dec, graph_steps);
     check_label_sums(gpu, &ad, &b, rg.logps);
     check_few_rows(gpu, &ad, &b, plen);
+    check_glu_epilogue(gpu, &b, plen);
     backend_destroy(gpu);
     lora_adapter_free(&ad);
     llama_model_free(&model);
