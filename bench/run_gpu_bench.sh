@@ -9,7 +9,9 @@
 # dp: on a machine of 2 or 4 GPUs, data-parallel MODPO at 1, 2, 4 GPUs and
 # the w grid as one group of 1 GPU per GPU (mpirun, one rank per GPU).
 # decode: batch 1 and 64 decode, alternated twice with build-cuda/bench/cuda_bench_prev
-# (the build before a change, where carried), then a kernel timeline of batch 1
+# (the build before a change, where carried), and batch 1 under each of
+# MODPO_BENCH_DECODE_ENVS (e.g. "MODPO_CUDA_STEP_MERGE=1 MODPO_CUDA_STEP_SPLITS=4"),
+# then a kernel timeline of batch 1
 # (build-cuda/libkernel_trace.so, `make kernel-trace`, where carried; the
 # summary goes to stdout, the gzipped CSV to $OUT).
 set -u
@@ -87,6 +89,10 @@ decode)
             [ -x "$b" ] || continue
             echo "== $b"
             $b --what decode --gen-batches 1,64 --out "$R" 2>>"$OUT/ours.log" | grep -E '"(generate|decode_gemvs)"'
+        done
+        for e in ${MODPO_BENCH_DECODE_ENVS:-}; do  # switches to set beside the default, batch 1
+            echo "== $B with $e"
+            env "$e" $B --what decode --gen-batches 1 --out "$R" 2>>"$OUT/ours.log" | grep -E '"(generate|decode_gemvs)"'
         done
     done
     if [ -f build-cuda/libkernel_trace.so ]; then

@@ -17,7 +17,6 @@
 
 #define STEP_WARPS 8
 #define STEP_UNROLL 4
-#define STEP_MAX_SPLITS 16
 #define STEP_MIN_KEYS 16 /* keys a split should have once the cache is full */
 
 struct StepParams {
@@ -30,6 +29,7 @@ struct StepParams {
     float *part; /* [row][H][splits][hd + 2]: a split's o, then m, l */
     int *done;   /* [row][H] splits finished; the last one resets it */
     int n_heads, n_kv_heads, hd, splits;
+    int batched_merge; /* st->step_merge: merge_splits, else merge_partials */
     float scale;
 };
 
@@ -97,6 +97,46 @@ __device__ __forceinline__ void new_key(const StepParams &p, const float *q, con
     softmax_update<NT, 1>(sc, vv, m, l, o);
 }
 
+/* The (row, head)'s split partials (o, then m, l; `stride` floats apart),
+ * written by other blocks of this launch, into M, L and acc (warp 0), with
+ * the loads in flight together: lane w reads split w's m and l, and the o
+ * rows come MERGE_BATCH splits at a time.  merge_partials reads them one
+ * split after another, two dependent L2 round trips a split, in the one
+ * block of each (row, head) that finishes last; ncu put the SMs idle for
+ * half of this kernel's time (bench/NOTES-gpu.md step 19).  The sums run
+ * in another order than merge_partials', so the bits differ slightly. */
+#define MERGE_BATCH 4
+
+template <int NT>
+__device__ __forceinline__ void merge_splits(const float *all, int n, int stride, int hd, float &M,
+                                             float &L, float *acc)
+{
+    const int lane = threadIdx.x & 31;
+    const float mw = lane < n ? __ldcg(all + (size_t)lane * stride + hd) : -INFINITY;
+    const float lw = lane < n ? __ldcg(all + (size_t)lane * stride + hd + 1) : 0.0f;
+    M = warp_max(mw);
+    const float f = mw == -INFINITY ? 0.0f : expf(mw - M); /* a split that saw no key adds nothing */
+    L = warp_sum(lw * f);
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int w0 = 0; w0 < n; w0 += MERGE_BATCH) {
+        float o[MERGE_BATCH][NT];
+#pragma unroll
+        for (int u = 0; u < MERGE_BATCH; u++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                int d = lane + 32 * t;
+                o[u][t] = w0 + u < n && d < hd ? __ldcg(all + (size_t)(w0 + u) * stride + d) : 0.0f;
+            }
+#pragma unroll
+        for (int u = 0; u < MERGE_BATCH; u++) {
+            const float fu = __shfl_sync(0xffffffffu, f, (w0 + u) & 31);
+#pragma unroll
+            for (int t = 0; t < NT; t++) acc[t] += o[u][t] * fu;
+        }
+    }
+}
+
 template <int NT>
 __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p)
 {
@@ -154,7 +194,8 @@ __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p
         if (!last_s) return;
         __threadfence();
         const float *all = p.part + rh * p.splits * stride;
-        merge_partials<NT, true>(all + hd, all + hd + 1, all, p.splits, stride, stride, hd, M, L, acc);
+        if (p.batched_merge) merge_splits<NT>(all, p.splits, stride, hd, M, L, acc);
+        else merge_partials<NT, true>(all + hd, all + hd + 1, all, p.splits, stride, stride, hd, M, L, acc);
         if (lane == 0) p.done[rh] = 0; /* ready for the next layer's or step's launch */
     }
     bf16 *out = p.out + (size_t)row * p.n_heads * hd + h * hd;
@@ -171,6 +212,7 @@ __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p
  * on the cache's shape only, so a captured step stays valid as slots grow. */
 int cu_attention_step_splits(const CuState *st, int n_rows, int max_len)
 {
+    if (st->step_splits) return st->step_splits;
     int base = n_rows * st->c.num_attention_heads;
     int want = (2 * st->n_sms + base - 1) / base;
     int most = max_len / STEP_MIN_KEYS;
@@ -207,6 +249,7 @@ int cu_attention_step(CuState *st, const CuRows *rows, const CuStepAttn *a, Erro
     p.n_kv_heads = c->num_key_value_heads;
     p.hd = llama_head_dim(c);
     p.splits = a->splits;
+    p.batched_merge = st->step_merge;
     p.scale = 1.0f / sqrtf((float)p.hd);
     if (rows->n_rows == 0) return 0;
     if (a->splits < 1 || a->splits > STEP_MAX_SPLITS)

@@ -520,6 +520,21 @@ static int random_weights(CuState *st, uint64_t seed, float std, Error *err)
     return 0;
 }
 
+/* A number from the environment in [lo, hi]: unset gives `dflt`, anything
+ * else is an error naming the variable. */
+static int number_switch(const char *name, int lo, int hi, int dflt, int *out, Error *err)
+{
+    const char *v = getenv(name);
+    *out = dflt;
+    if (!v) return 0;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (end == v || *end || n < lo || n > hi)
+        return error_set(err, "%s=%s: expected a number from %d to %d", name, v, lo, hi);
+    *out = (int)n;
+    return 0;
+}
+
 /* MODPO_CUDA_GEMV=unfused and MODPO_CUDA_GEMV_ROWS=N (comparison switches):
  * a value that means nothing is an error, not a silent default. */
 static int gemv_switches(CuState *st, Error *err)
@@ -528,16 +543,7 @@ static int gemv_switches(CuState *st, Error *err)
     if (gemv && strcmp(gemv, "unfused") != 0 && strcmp(gemv, "fused") != 0)
         return error_set(err, "MODPO_CUDA_GEMV=%s: expected fused or unfused", gemv);
     st->gemv_unfused = gemv && strcmp(gemv, "unfused") == 0;
-    st->gemv_max_rows = GEMV_DEFAULT_ROWS;
-    const char *rows = getenv("MODPO_CUDA_GEMV_ROWS");
-    if (!rows) return 0;
-    char *end;
-    long n = strtol(rows, &end, 10);
-    if (end == rows || *end || n < 0 || n > GEMV_MAX_ROWS)
-        return error_set(err, "MODPO_CUDA_GEMV_ROWS=%s: expected a number of rows from 0 to %d", rows,
-                         GEMV_MAX_ROWS);
-    st->gemv_max_rows = (int)n;
-    return 0;
+    return number_switch("MODPO_CUDA_GEMV_ROWS", 0, GEMV_MAX_ROWS, GEMV_DEFAULT_ROWS, &st->gemv_max_rows, err);
 }
 
 /* A comparison switch of the environment: unset gives `dflt`, and a value
@@ -591,6 +597,8 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
         return error_set(err, "MODPO_CUDA_PDL=%s: expected 0, 1 or 2", pdl);
     st->pdl = pdl ? atoi(pdl) : 0;
     TRY(on_off_switch("MODPO_CUDA_STEP_ATTN", 1, &st->step_attn, err));
+    TRY(number_switch("MODPO_CUDA_STEP_SPLITS", 0, STEP_MAX_SPLITS, 0, &st->step_splits, err));
+    TRY(on_off_switch("MODPO_CUDA_STEP_MERGE", 0, &st->step_merge, err));
     TRY(on_off_switch("MODPO_CUDA_GEMV_GLU", 1, &st->gemv_glu, err));
     TRY(on_off_switch("MODPO_CUDA_GEMV_PREFETCH", 0, &st->gemv_prefetch, err));
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");

@@ -238,6 +238,8 @@ struct CuState {
     int pdl;                     /* GEMVs and the step attention launched as programmatic dependents
                                   * (MODPO_CUDA_PDL=1; 2: GEMVs let theirs launch at their start) */
     int step_attn;               /* decode steps' attention in cu_attention_step (MODPO_CUDA_STEP_ATTN=0: off) */
+    int step_splits;             /* key splits of the step attention (MODPO_CUDA_STEP_SPLITS; 0: by the card) */
+    int step_merge;              /* its splits merged with their loads together (MODPO_CUDA_STEP_MERGE=1; not yet measured) */
     int gemv_glu;                /* decode MLP: SwiGLU in gate/up's GEMV epilogue (MODPO_CUDA_GEMV_GLU=0: off) */
     long glu_gemvs;              /* such GEMVs issued (a graph's replays count once: its capture) */
     int gemv_prefetch;           /* GEMVs ask their first rows into L2 before forming x (MODPO_CUDA_GEMV_PREFETCH) */
@@ -459,6 +461,7 @@ int cu_attention_decode(CuState *st, const CuRows *rows, const CuAttn *a, Error 
 /* ---- cuda_attention_step.cu: a decode step (one new row per sequence,
  * rows->cache_row its cache row) with the row's RoPE and cache write inside:
  * q, k, v come unrotated from the step's projections. ---- */
+#define STEP_MAX_SPLITS 16 /* key splits of a (row, head) at most */
 struct CuStepAttn {
     const bf16 *q, *k, *v;
     bf16 *k_cache, *v_cache; /* the layer's */
