@@ -37,8 +37,8 @@ void cuda_backend_set_graphs(Backend *b, int on);
 long cuda_backend_graph_launches(Backend *b);
 /* With `on` (the default; MODPO_CUDA_GEMV_GLU=0 turns it off at creation),
  * a decode step's MLP without LoRA is two GEMVs, SwiGLU in the first's
- * epilogue; off, three launches' worth (gate/up, then SwiGLU in down_proj's
- * prologue).  Same bits either way.  cuda_backend_glu_gemvs: how many such
+ * epilogue; off, gate/up's GEMV writes gate and up and every block of
+ * down_proj's forms SwiGLU of them in its prologue.  Same bits either way.  cuda_backend_glu_gemvs: how many such
  * GEMVs were issued (a captured graph's replays count once). */
 void cuda_backend_set_gemv_glu(Backend *b, int on);
 long cuda_backend_glu_gemvs(Backend *b);

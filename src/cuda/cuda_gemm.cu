@@ -266,7 +266,8 @@ int cu_gemv_staged_usable(const CuState *st, int n, int in)
     return cu_gemv_usable(st, n, in) && (size_t)n * in * sizeof(bf16) <= GEMV_SMEM_MAX;
 }
 
-/* x, or nx, or glu: where the launch's x comes from. */
+/* x, or nx, or glu: where the launch's x comes from; up_w: SwiGLU in the
+ * epilogue (cu_gemv_glu_normed). */
 static int gemv_many(CuState *st, int n, int in, const bf16 *x, const CuNormedX *nx,
                      const CuGluX *glu, const bf16 *up_w, const CuGemvPart *parts, int count,
                      float alpha, float beta, int y_f32, Error *err)

@@ -403,8 +403,8 @@ int cu_linear_forward_many(CuState *st, const CuLinear *l, int count, int n, con
                            bf16 *const *y, bf16 *const *u, Error *err);
 /* The MLP of a few rows (decode) as two GEMVs: x_out += down(SwiGLU(gate(h),
  * up(h))) with h = RMSNorm(nx), SwiGLU in the first GEMV's epilogue (act:
- * [n, ffn] bf16 between them).  One launch less than gate/up + down with
- * SwiGLU in down's prologue, whose every block formed the whole act row
+ * [n, ffn] bf16 between them).  Also two launches with SwiGLU in down's
+ * prologue, but there every block of down formed the whole act row first
  * (~10 us a launch on an H100, bench/NOTES-gpu.md step 19).  Only for
  * Linears without LoRA; cu_mlp_glu_fusable says when. */
 int cu_mlp_glu_fusable(const CuState *st, const CuLinear *gate, const CuLinear *up,
