@@ -10,7 +10,7 @@
 # the w grid as one group of 1 GPU per GPU (mpirun, one rank per GPU).
 # decode: batch 1 and 64 decode, alternated twice with build-cuda/bench/cuda_bench_prev
 # (the build before a change, where carried), and batch 1 under each of
-# MODPO_BENCH_DECODE_ENVS (e.g. "MODPO_CUDA_STEP_MERGE=1 MODPO_CUDA_STEP_SPLITS=4"),
+# MODPO_BENCH_DECODE_ENVS (e.g. "MODPO_CUDA_STEP_MERGE=0 MODPO_CUDA_STEP_SPLITS=4"),
 # then a kernel timeline of batch 1
 # (build-cuda/libkernel_trace.so, `make kernel-trace`, where carried; the
 # summary goes to stdout, the gzipped CSV to $OUT).

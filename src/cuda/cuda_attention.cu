@@ -323,14 +323,10 @@ __global__ void __launch_bounds__(DECODE_WARPS * 32) attn_decode_kernel(AttnPara
                 vv[u][t] = in ? __bfloat162float(vr[d]) : 0.0f;
             }
         }
-        float sc[DECODE_UNROLL];
-#pragma unroll
-        for (int u = 0; u < DECODE_UNROLL; u++)
-            sc[u] = j0 + u * DECODE_WARPS <= limit ? warp_sum(part[u]) * p.scale : -INFINITY;
-        softmax_update<NT, DECODE_UNROLL>(sc, vv, m, l, o);
+        softmax_update<NT, DECODE_UNROLL, DECODE_WARPS>(part, vv, j0, limit, p.scale, m, l, o);
     }
     float M, L, acc[NT];
-    if (!merge_warps<NT, DECODE_WARPS>(m, l, o, m_s, l_s, o_s, hd, M, L, acc)) return;
+    if (!merge_warps<NT, DECODE_WARPS>(m, l, o, m_s, l_s, o_s, M, L, acc)) return;
     bf16 *out = p.out + (size_t)row * p.q_stride + h * hd;
 #pragma unroll
     for (int t = 0; t < NT; t++) {

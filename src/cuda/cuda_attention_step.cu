@@ -70,11 +70,7 @@ __device__ __forceinline__ void cached_keys(const StepParams &p, const float *q,
                 vv[u][t] = in ? __bfloat162float(vc[r + d]) : 0.0f;
             }
         }
-        float sc[STEP_UNROLL];
-#pragma unroll
-        for (int u = 0; u < STEP_UNROLL; u++)
-            sc[u] = jb + u * STEP_WARPS < j1 ? warp_sum(part[u]) * p.scale : -INFINITY;
-        softmax_update<NT, STEP_UNROLL>(sc, vv, m, l, o);
+        softmax_update<NT, STEP_UNROLL, STEP_WARPS>(part, vv, jb, j1 - 1, p.scale, m, l, o);
     }
 }
 
@@ -93,8 +89,7 @@ __device__ __forceinline__ void new_key(const StepParams &p, const float *q, con
         part += in ? q[t] * __bfloat162float(k_s[d]) : 0.0f;
         vv[0][t] = in ? __bfloat162float(v_s[d]) : 0.0f;
     }
-    float sc[1] = {warp_sum(part) * p.scale};
-    softmax_update<NT, 1>(sc, vv, m, l, o);
+    softmax_update<NT, 1, 1>(&part, vv, 0, 0, p.scale, m, l, o);
 }
 
 /* The (row, head)'s split partials (o, then m, l; `stride` floats apart),
@@ -174,7 +169,7 @@ __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p
     cached_keys<NT>(p, q, kb, g, j0, min(j1, limit), m, l, o);
     if (warp == 0 && j0 <= limit && limit < j1) new_key<NT>(p, q, k_new_s, v_new_s, m, l, o);
     float M, L, acc[NT];
-    if (!merge_warps<NT, STEP_WARPS>(m, l, o, m_s, l_s, o_s, hd, M, L, acc)) return;
+    if (!merge_warps<NT, STEP_WARPS>(m, l, o, m_s, l_s, o_s, M, L, acc)) return;
     const size_t rh = (size_t)row * p.n_heads + h;
     if (p.splits > 1) { /* publish this split; the last one of the (row, head) merges */
         const int stride = hd + 2;

@@ -598,7 +598,7 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
     st->pdl = pdl ? atoi(pdl) : 0;
     TRY(on_off_switch("MODPO_CUDA_STEP_ATTN", 1, &st->step_attn, err));
     TRY(number_switch("MODPO_CUDA_STEP_SPLITS", 0, STEP_MAX_SPLITS, 0, &st->step_splits, err));
-    TRY(on_off_switch("MODPO_CUDA_STEP_MERGE", 0, &st->step_merge, err));
+    TRY(on_off_switch("MODPO_CUDA_STEP_MERGE", 1, &st->step_merge, err));
     TRY(on_off_switch("MODPO_CUDA_GEMV_GLU", 1, &st->gemv_glu, err));
     TRY(on_off_switch("MODPO_CUDA_GEMV_PREFETCH", 0, &st->gemv_prefetch, err));
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");

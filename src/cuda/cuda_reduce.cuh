@@ -60,18 +60,26 @@ __device__ __forceinline__ double block_sum_d(double v, double *sh)
     return warp_sum_d(v);
 }
 
-/* Folds U keys' scores sc and value rows vv (NT dims a lane) into a warp's
- * online softmax (running max m, sum l, output o); the decode kernels share it. */
-template <int NT, int U>
-__device__ __forceinline__ void softmax_update(const float *sc, float vv[][NT], float &m, float &l,
-                                               float *o)
+/* Folds U keys into a warp's online softmax (running max m, sum l, output
+ * o, NT dims a lane): key u, the warp's j0 + u * STRIDE, has the lane's
+ * partial dot product part[u] and value dims vv[u]; keys past `last` count
+ * as absent.  The decode kernels share it.  Its shape matters: written as a
+ * score loop followed by a separate max loop, the batch-64 decode
+ * attention compiled to a schedule that ran 1.3-1.9x slower
+ * (bench/NOTES-gpu.md step 20). */
+template <int NT, int U, int STRIDE>
+__device__ __forceinline__ void softmax_update(const float *part, float vv[][NT], int j0, int last,
+                                               float scale, float &m, float &l, float *o)
 {
-    float mn = m;
+    float sc[U], mn = m;
 #pragma unroll
-    for (int u = 0; u < U; u++) mn = fmaxf(mn, sc[u]);
+    for (int u = 0; u < U; u++) {
+        sc[u] = j0 + u * STRIDE <= last ? warp_sum(part[u]) * scale : -INFINITY;
+        mn = fmaxf(mn, sc[u]);
+    }
     const float corr = expf(m - mn);
-    l *= corr;
     float pr[U];
+    l *= corr;
 #pragma unroll
     for (int u = 0; u < U; u++) {
         pr[u] = expf(sc[u] - mn);
@@ -118,10 +126,11 @@ __device__ __forceinline__ void merge_partials(const float *m_of, const float *l
 }
 
 /* Each warp's (m, l, o) through shared memory into warp 0's M, L, acc;
- * false in the other warps, which have nothing left to do. */
+ * false in the other warps, which have nothing left to do.  o_s rows hold
+ * NT * 32 dims, those past head_dim zero, so all are summed. */
 template <int NT, int WARPS>
 __device__ __forceinline__ bool merge_warps(float m, float l, const float *o, float *m_s, float *l_s,
-                                            float (*o_s)[NT * 32], int hd, float &M, float &L, float *acc)
+                                            float (*o_s)[NT * 32], float &M, float &L, float *acc)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) {
@@ -132,7 +141,18 @@ __device__ __forceinline__ bool merge_warps(float m, float l, const float *o, fl
     for (int t = 0; t < NT; t++) o_s[warp][lane + 32 * t] = o[t];
     __syncthreads();
     if (warp != 0) return false;
-    merge_partials<NT, false>(m_s, l_s, &o_s[0][0], WARPS, 1, NT * 32, hd, M, L, acc);
+    M = -INFINITY;
+    for (int w = 0; w < WARPS; w++) M = fmaxf(M, m_s[w]);
+    L = 0.0f;
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int w = 0; w < WARPS; w++) {
+        if (m_s[w] == -INFINITY) continue; /* a warp that saw no key */
+        const float f = expf(m_s[w] - M);
+        L += l_s[w] * f;
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[t] += o_s[w][lane + 32 * t] * f;
+    }
     return true;
 }
 
