@@ -63,10 +63,11 @@ __device__ __forceinline__ double block_sum_d(double v, double *sh)
 /* Folds U keys into a warp's online softmax (running max m, sum l, output
  * o, NT dims a lane): key u, the warp's j0 + u * STRIDE, has the lane's
  * partial dot product part[u] and value dims vv[u]; keys past `last` count
- * as absent.  The decode kernels share it.  Its shape matters: written as a
- * score loop followed by a separate max loop, the batch-64 decode
- * attention compiled to a schedule that ran 1.3-1.9x slower
- * (bench/NOTES-gpu.md step 20). */
+ * as absent.  The decode kernels share it.  Its shape, and merge_warps',
+ * is session 5's inline code: written as a score loop and then a max loop
+ * (with a merge that skipped dims past head_dim), attn_decode_kernel got
+ * another schedule, and its batch-64 step ran 13.6 against 10.35 ms on an
+ * H200 (bench/NOTES-gpu.md step 20). */
 template <int NT, int U, int STRIDE>
 __device__ __forceinline__ void softmax_update(const float *part, float vv[][NT], int j0, int last,
                                                float scale, float &m, float &l, float *o)
