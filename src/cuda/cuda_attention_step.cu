@@ -30,19 +30,41 @@ struct StepParams {
     int *done;   /* [row][H] splits finished; the last one resets it */
     int n_heads, n_kv_heads, hd, splits;
     int batched_merge; /* st->step_merge: merge_splits, else merge_partials */
+    int prefetch_kv;   /* st->step_prefetch, where the rows are 16-byte pieces */
     float scale;
 };
 
-/* x (hd values) rotated at position t into dst, as rope_cache_kernel does. */
-__device__ __forceinline__ void rotate_into(const bf16 *__restrict__ x, const float *cs,
-                                            const float *sn, int t, int hd, bf16 *dst)
+/* The head's q and its kv head's new key rotated at position t (as
+ * rope_cache_kernel does), and the new value copied, into shared memory
+ * with every load in flight before the first store.  As two rotations and
+ * a copy, each waited for the stores of the one before (a global and a
+ * shared pointer may be the same memory, for all the compiler knows): three
+ * round trips to L2 where one does. */
+__device__ __forceinline__ void stage_row(const StepParams &p, int row, int h, int g, int t,
+                                          bf16 *q_s, bf16 *k_s, bf16 *v_s)
 {
-    const int half = hd / 2;
-    for (int j = threadIdx.x; j < half; j += blockDim.x) {
-        float c = cs[(size_t)t * half + j], s = sn[(size_t)t * half + j];
-        float a = __bfloat162float(x[j]), b = __bfloat162float(x[j + half]);
-        dst[j] = __float2bfloat16(a * c - b * s);
-        dst[j + half] = __float2bfloat16(b * c + a * s);
+    const int hd = p.hd, half = hd / 2, kvd = p.n_kv_heads * hd;
+    const bf16 *q = p.q + (size_t)row * p.n_heads * hd + h * hd;
+    const bf16 *k = p.k_new + (size_t)row * kvd + g * hd, *v = p.v_new + (size_t)row * kvd + g * hd;
+    for (int j = threadIdx.x; j < hd; j += blockDim.x) {
+        const bool rot = j < half;
+        float c = 0.0f, s = 0.0f, qa = 0.0f, qb = 0.0f, ka = 0.0f, kb = 0.0f;
+        if (rot) {
+            c = p.cs[(size_t)t * half + j];
+            s = p.sn[(size_t)t * half + j];
+            qa = __bfloat162float(q[j]);
+            qb = __bfloat162float(q[j + half]);
+            ka = __bfloat162float(k[j]);
+            kb = __bfloat162float(k[j + half]);
+        }
+        const bf16 vj = v[j];
+        if (rot) {
+            q_s[j] = __float2bfloat16(qa * c - qb * s);
+            q_s[j + half] = __float2bfloat16(qb * c + qa * s);
+            k_s[j] = __float2bfloat16(ka * c - kb * s);
+            k_s[j + half] = __float2bfloat16(kb * c + ka * s);
+        }
+        v_s[j] = vj;
     }
 }
 
@@ -60,14 +82,19 @@ __device__ __forceinline__ void cached_keys(const StepParams &p, const float *q,
 #pragma unroll
         for (int u = 0; u < STEP_UNROLL; u++) {
             const int j = jb + u * STEP_WARPS; /* the same for the whole warp */
-            const size_t r = (size_t)(kb + j) * kvd + g * hd;
+            /* Past the block's keys or head_dim the load is of a row or dim
+             * that exists, and its value is dropped: predicated loads (the
+             * select around the load) were issued one pair at a time, each
+             * waiting for the one before, where these all go together. */
+            const size_t r = (size_t)(kb + min(j, j1 - 1)) * kvd + g * hd;
             part[u] = 0.0f;
 #pragma unroll
             for (int t = 0; t < NT; t++) {
                 int d = lane + 32 * t;
                 bool in = j < j1 && d < hd;
-                part[u] += in ? q[t] * __bfloat162float(kc[r + d]) : 0.0f;
-                vv[u][t] = in ? __bfloat162float(vc[r + d]) : 0.0f;
+                float kd = __bfloat162float(kc[r + min(d, hd - 1)]), vd = __bfloat162float(vc[r + min(d, hd - 1)]);
+                part[u] += in ? q[t] * kd : 0.0f;
+                vv[u][t] = in ? vd : 0.0f;
             }
         }
         softmax_update<NT, STEP_UNROLL, STEP_WARPS>(part, vv, jb, j1 - 1, p.scale, m, l, o);
@@ -132,6 +159,19 @@ __device__ __forceinline__ void merge_splits(const float *all, int n, int stride
     }
 }
 
+/* The block's cached key and value rows [j0, j1) asked into L2 while q and
+ * the new key are rotated: at a step's end the cache was last read a step
+ * ago, and the weights streamed since have pushed it out to memory. */
+__device__ __forceinline__ void prefetch_keys(const StepParams &p, int kb, int g, int j0, int j1)
+{
+    const int kvd = p.n_kv_heads * p.hd;
+    const unsigned bytes = (unsigned)p.hd * sizeof(bf16);
+    for (int i = threadIdx.x; i < 2 * (j1 - j0); i += blockDim.x) {
+        const size_t r = (size_t)(kb + j0 + i / 2) * kvd + g * p.hd;
+        prefetch_l2((i & 1 ? p.v_cache : p.k_cache) + r, bytes);
+    }
+}
+
 template <int NT>
 __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p)
 {
@@ -144,10 +184,10 @@ __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p
     pdl_wait();    /* q, k, v are the GEMV's before, which may still run */
     pdl_trigger(); /* o_proj's GEMV may take idle SMs and ask its weights into L2 */
     const int nk = p.nk[row], limit = nk - 1, kb = p.kbase[row], t = p.pos[row];
+    const int per = (nk + p.splits - 1) / p.splits, j0 = split * per, j1 = min(nk, j0 + per);
+    if (p.prefetch_kv) prefetch_keys(p, kb, g, j0, min(j1, limit));
     bf16 *q_s = row_s, *k_new_s = row_s + hd, *v_new_s = row_s + 2 * hd;
-    rotate_into(p.q + (size_t)row * p.n_heads * hd + h * hd, p.cs, p.sn, t, hd, q_s);
-    rotate_into(p.k_new + (size_t)row * kvd + g * hd, p.cs, p.sn, t, hd, k_new_s);
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) v_new_s[d] = p.v_new[(size_t)row * kvd + g * hd + d];
+    stage_row(p, row, h, g, t, q_s, k_new_s, v_new_s);
     __syncthreads();
     if (split == 0 && h % (p.n_heads / p.n_kv_heads) == 0) /* one writer a kv head */
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
@@ -161,7 +201,6 @@ __global__ void __launch_bounds__(STEP_WARPS * 32) attn_step_kernel(StepParams p
         int d = lane + 32 * i;
         q[i] = d < hd ? __bfloat162float(q_s[d]) : 0.0f;
     }
-    const int per = (nk + p.splits - 1) / p.splits, j0 = split * per, j1 = min(nk, j0 + per);
     m = -INFINITY;
     l = 0.0f;
 #pragma unroll
@@ -245,6 +284,7 @@ int cu_attention_step(CuState *st, const CuRows *rows, const CuStepAttn *a, Erro
     p.hd = llama_head_dim(c);
     p.splits = a->splits;
     p.batched_merge = st->step_merge;
+    p.prefetch_kv = st->step_prefetch && p.hd % 8 == 0 && p.n_kv_heads * p.hd % 8 == 0;
     p.scale = 1.0f / sqrtf((float)p.hd);
     if (rows->n_rows == 0) return 0;
     if (a->splits < 1 || a->splits > STEP_MAX_SPLITS)

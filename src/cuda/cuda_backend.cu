@@ -593,12 +593,13 @@ static int create(CuState *st, const LlamaModel *model, const LlamaConfig *confi
      * (now 2) it moved a batch-1 step by -3% on one H100 and +3% on another
      * (bench/NOTES-gpu.md step 16); 1 launches them at its blocks' end. */
     const char *pdl = getenv("MODPO_CUDA_PDL");
-    if (pdl && strcmp(pdl, "0") && strcmp(pdl, "1") && strcmp(pdl, "2"))
-        return error_set(err, "MODPO_CUDA_PDL=%s: expected 0, 1 or 2", pdl);
+    if (pdl && strcmp(pdl, "0") && strcmp(pdl, "1") && strcmp(pdl, "2") && strcmp(pdl, "3"))
+        return error_set(err, "MODPO_CUDA_PDL=%s: expected 0, 1, 2 or 3", pdl);
     st->pdl = pdl ? atoi(pdl) : 0;
     TRY(on_off_switch("MODPO_CUDA_STEP_ATTN", 1, &st->step_attn, err));
     TRY(number_switch("MODPO_CUDA_STEP_SPLITS", 0, STEP_MAX_SPLITS, 0, &st->step_splits, err));
     TRY(on_off_switch("MODPO_CUDA_STEP_MERGE", 1, &st->step_merge, err));
+    TRY(on_off_switch("MODPO_CUDA_STEP_PREFETCH", 0, &st->step_prefetch, err));
     TRY(on_off_switch("MODPO_CUDA_GEMV_GLU", 1, &st->gemv_glu, err));
     TRY(on_off_switch("MODPO_CUDA_GEMV_PREFETCH", 0, &st->gemv_prefetch, err));
     const char *attn_mb = getenv("MODPO_CUDA_ATTENTION_MB");

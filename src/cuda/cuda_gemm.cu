@@ -46,6 +46,7 @@ struct GemvLaunch {
     CuGluX glu;     /* with XS == 3: x is SwiGLU(glu.gate, glu.up) */
     int dependent;  /* launched as a programmatic dependent (st->pdl) */
     int trigger_early; /* dependents may launch at this one's start (st->pdl == 2), else at each block's end */
+    int trigger_last;  /* ... or once each block starts its last round of rows (st->pdl == 3) */
     int prefetch;   /* first rows into L2 before x is formed (st->gemv_prefetch) */
     const bf16 *up_w; /* with GLU: part 0 is gate's rows into act, these are up's */
     CuGemvPart part[GEMV_MAX_PARTS];
@@ -148,6 +149,20 @@ __device__ __forceinline__ void gemv_prefetch_then_wait(const GemvLaunch &g, int
     pdl_wait();
 }
 
+/* x's n 16-byte pieces into shared memory as asynchronous copies, all in
+ * flight at once: one load and store at a time, down_proj's 11008-wide x
+ * took six round trips to L2 before its first weight load, and with the
+ * loads batched into registers the compiler still paired each store with
+ * the next load.  The caller's __syncthreads follows. */
+__device__ __forceinline__ void stage_x(uint4 *__restrict__ xs, const uint4 *__restrict__ x, int n)
+{
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        unsigned dst = (unsigned)__cvta_generic_to_shared(xs + i);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(x + i) : "memory");
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
 /* x: XS 0 read from global memory, 1 copied to shared memory, 2 normalised
  * into shared memory from g.norm, 3 formed there from g.glu.  GLU: part 0
  * pairs gate's rows with g.up_w's into SwiGLU (gemv_row_glu). */
@@ -160,7 +175,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_prefetch_then_wait(g, in, warp, lane);
     if (g.trigger_early) pdl_trigger();
     if (XS == 1) {
-        for (int i = threadIdx.x; i < NR * in / 8; i += blockDim.x) xs[i] = ((const uint4 *)x)[i];
+        stage_x(xs, (const uint4 *)x, NR * in / 8);
         __syncthreads();
     }
     if (XS == 2) {
@@ -194,6 +209,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         int p = 0;
         while (p + 1 < g.count && b >= g.first_block[p + 1]) p++;
         const int o = (b - g.first_block[p]) * GEMV_WARPS + warp;
+        /* The next kernel's blocks then prefetch while this round streams. */
+        if (g.trigger_last && b + (int)gridDim.x >= total) pdl_trigger();
         const bf16 *px = g.part[p].x ? g.part[p].x : xx;
         if (o >= g.part[p].out) continue;
         if (GLU) gemv_row_glu<NR>(g.part[p], g.up_w, o, in, px, lane);
@@ -289,6 +306,7 @@ static int gemv_many(CuState *st, int n, int in, const bf16 *x, const CuNormedX 
     g.count = count;
     g.dependent = st->pdl != 0;
     g.trigger_early = st->pdl == 2;
+    g.trigger_last = st->pdl == 3;
     g.prefetch = st->gemv_prefetch;
     if (nx) g.norm = *nx;
     if (glu) g.glu = *glu;

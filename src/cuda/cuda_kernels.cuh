@@ -236,10 +236,11 @@ struct CuState {
     CuProfile *prof;             /* NULL unless MODPO_CUDA_PROFILE=1 */
     int graphs;                  /* decode steps replayed as CUDA graphs (MODPO_CUDA_GRAPHS) */
     int pdl;                     /* GEMVs and the step attention launched as programmatic dependents
-                                  * (MODPO_CUDA_PDL=1; 2: GEMVs let theirs launch at their start) */
+                                  * (MODPO_CUDA_PDL=1; 2: GEMVs let theirs launch at their start, 3: at their last round) */
     int step_attn;               /* decode steps' attention in cu_attention_step (MODPO_CUDA_STEP_ATTN=0: off) */
     int step_splits;             /* key splits of the step attention (MODPO_CUDA_STEP_SPLITS; 0: by the card) */
-    int step_merge;              /* its splits merged with their loads together (MODPO_CUDA_STEP_MERGE=1; not yet measured) */
+    int step_merge;              /* its splits merged with their loads together (MODPO_CUDA_STEP_MERGE, default 1) */
+    int step_prefetch;           /* its blocks ask their cached rows into L2 first (MODPO_CUDA_STEP_PREFETCH) */
     int gemv_glu;                /* decode MLP: SwiGLU in gate/up's GEMV epilogue (MODPO_CUDA_GEMV_GLU=0: off) */
     long glu_gemvs;              /* such GEMVs issued (a graph's replays count once: its capture) */
     int gemv_prefetch;           /* GEMVs ask their first rows into L2 before forming x (MODPO_CUDA_GEMV_PREFETCH) */

@@ -172,10 +172,42 @@ static inline unsigned cu_blocks(size_t n, int threads)
  * trace, bench/NOTES-gpu.md step 18).  The sums keep their order. */
 #define ROW_BATCH 8
 
+/* A row of at most NORM_BATCH values a thread (4096 at 256 threads, the
+ * 7B width) is read once, x and w together, and kept in registers for the
+ * output: one round trip to L2 where the loops below take four.  A thread
+ * sums the same elements in the same order either way, so the bits are
+ * the same. */
+#define NORM_BATCH 16
+
+__device__ __forceinline__ float rmsnorm_row_held(const float *__restrict__ xi, const float *__restrict__ w,
+                                                  int d, float eps, __nv_bfloat16 *__restrict__ yi, float *sh)
+{
+    const int step = blockDim.x;
+    float xv[NORM_BATCH], wv[NORM_BATCH], ss = 0.0f;
+#pragma unroll
+    for (int u = 0; u < NORM_BATCH; u++) {
+        const int j = threadIdx.x + u * step;
+        xv[u] = j < d ? xi[j] : 0.0f;
+        wv[u] = j < d ? w[j] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < NORM_BATCH; u++)
+        if (threadIdx.x + u * step < d) ss += xv[u] * xv[u];
+    ss = block_sum(ss, sh);
+    const float r = rsqrtf(ss / (float)d + eps);
+#pragma unroll
+    for (int u = 0; u < NORM_BATCH; u++) {
+        const int j = threadIdx.x + u * step;
+        if (j < d) yi[j] = __float2bfloat16(wv[u] * (xv[u] * r));
+    }
+    return r;
+}
+
 __device__ __forceinline__ float rmsnorm_row(const float *__restrict__ xi, const float *__restrict__ w,
                                              int d, float eps, __nv_bfloat16 *__restrict__ yi, float *sh)
 {
     const int step = blockDim.x;
+    if (d <= NORM_BATCH * step) return rmsnorm_row_held(xi, w, d, eps, yi, sh);
     float ss = 0.0f;
     for (int j0 = threadIdx.x; j0 < d; j0 += ROW_BATCH * step) {
         float v[ROW_BATCH];
